@@ -1,0 +1,37 @@
+"""Command-line interface. Each command lives in its own module and is a thin layer over a library
+function; user mistakes (NcbenchError) are rendered once here, with exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+from ncbench.cli.app import app
+
+
+
+def _register_commands() -> None:
+    """Import every `ncbench/cli/cmd_*.py`: importing one registers its command(s) on `app`.
+
+    Command modules keep heavy imports (torch, textual, matplotlib) inside the command bodies so
+    `ncbench --help` stays fast and views never pull in training code."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("cmd_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rich.console import Console
+
+    from ncbench.errors import NcbenchError
+
+    try:
+        app(args=argv, standalone_mode=True)
+    except NcbenchError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,118 @@
+"""The DuckDB schema of an ncbench results database (documented in README.md).
+
+Tables hold what was stored; views derive what users query most. This module only holds DDL: the
+store (ncbench.store) applies it, the views (status, sql, report, tui) read through it.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Status values a run can take, in the order a run normally passes through them.
+RUN_STATUSES = ("queued", "running", "done", "failed", "diverged", "interrupted")
+
+# Metric names a training run records at each evaluation (long format in `metrics`).
+# Accuracies are fractions in [0, 1]. NC metrics without prefix are on the training split
+# (no augmentation, eval mode); `test_` prefixed ones are the same metrics on the test split.
+EPOCH_METRICS = (
+    "train_loss", "train_acc", "val_acc", "test_acc", "test_loss", "lr", "wall_seconds",
+    "nc1", "nc2", "nc3", "nc4", "nc2_centered", "nc3_centered",
+    "test_nc1", "test_nc2", "test_nc3", "test_nc4", "test_nc2_centered", "test_nc3_centered",
+    "eval_seconds", "epoch_seconds",
+)
+
+# Config columns copied from the run spec into `runs` (the rest lives in `config` JSON).
+RUN_KEY_COLUMNS = ("experiment", "dataset", "model", "loss", "width", "epochs", "seed")
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        VARCHAR PRIMARY KEY,
+    experiment    VARCHAR NOT NULL,
+    dataset       VARCHAR NOT NULL,
+    model         VARCHAR NOT NULL,
+    loss          VARCHAR NOT NULL,
+    width         DOUBLE  NOT NULL,
+    epochs        INTEGER NOT NULL,
+    seed          INTEGER NOT NULL,
+    status        VARCHAR NOT NULL,
+    config        JSON    NOT NULL,
+    created_at    TIMESTAMP,
+    started_at    TIMESTAMP,
+    finished_at   TIMESTAMP,
+    host          VARCHAR,
+    device        VARCHAR,
+    error         VARCHAR,
+    executor      VARCHAR,
+    slot          VARCHAR,
+    attempt       INTEGER DEFAULT 0,
+    slurm_job_id  VARCHAR,
+    heartbeat_at  TIMESTAMP,
+    pid           INTEGER,
+    last_epoch    INTEGER
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id  VARCHAR NOT NULL,
+    epoch   INTEGER NOT NULL,
+    name    VARCHAR NOT NULL,
+    value   DOUBLE,
+    PRIMARY KEY (run_id, epoch, name)
+);
+"""
+
+
+def _wide_columns() -> str:
+    return ",\n    ".join(
+        f"max(value) FILTER (WHERE name = '{m}') AS {m}" for m in EPOCH_METRICS
+    )
+
+
+VIEWS = f"""
+CREATE OR REPLACE VIEW epochs AS
+SELECT
+    run_id,
+    epoch,
+    {_wide_columns()}
+FROM metrics
+GROUP BY run_id, epoch;
+
+CREATE OR REPLACE VIEW results AS
+WITH best AS (
+    SELECT run_id, epoch AS best_epoch, val_acc AS best_val_acc, test_acc AS test_acc_at_best_val
+    FROM (
+        SELECT run_id, epoch, val_acc, test_acc,
+               row_number() OVER (PARTITION BY run_id ORDER BY val_acc DESC, epoch ASC) AS rk
+        FROM epochs WHERE val_acc IS NOT NULL AND NOT isnan(val_acc)
+    ) WHERE rk = 1
+),
+final AS (
+    SELECT e.* FROM epochs e
+    JOIN (SELECT run_id, max(epoch) AS epoch FROM epochs GROUP BY run_id) m USING (run_id, epoch)
+)
+SELECT
+    r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
+    r.config,
+    b.best_epoch, b.best_val_acc, b.test_acc_at_best_val,
+    f.epoch AS final_epoch,
+    f.train_acc AS final_train_acc, f.val_acc AS final_val_acc, f.test_acc AS final_test_acc,
+    f.train_loss AS final_train_loss,
+    f.nc1 AS final_nc1, f.nc2 AS final_nc2, f.nc3 AS final_nc3, f.nc4 AS final_nc4,
+    f.nc2_centered AS final_nc2_centered, f.nc3_centered AS final_nc3_centered,
+    f.test_nc1 AS final_test_nc1, f.test_nc2 AS final_test_nc2, f.test_nc3 AS final_test_nc3,
+    f.test_nc4 AS final_test_nc4
+FROM runs r
+LEFT JOIN best b USING (run_id)
+LEFT JOIN final f USING (run_id);
+"""
+
+
+def apply(con) -> None:
+    """Create the tables and (re)create the views on a read-write DuckDB connection."""
+    con.execute(TABLES)
+    con.execute(VIEWS)
+    con.execute(
+        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+    )

@@ -1,0 +1,39 @@
+"""The project skeleton: the console script, `python -m ncbench`, and the README/CI contract."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```bash\n(.+?)\n```", text)
+
+
+def test_readme_top_has_two_commands():
+    cmds = _readme_commands()
+    assert len(cmds) >= 2
+    main_job, tests = cmds[0], cmds[1]
+    assert "ncbench run" in main_job
+    assert "pytest" in tests
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    tests_cmd = _readme_commands()[1]
+    ci_lines = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
+    assert tests_cmd.strip() in ci_lines
+
+
+def test_python_m_ncbench_help():
+    out = subprocess.run([sys.executable, "-m", "ncbench", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "ncbench" in out.stdout.lower()
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from ncbench.cli import app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
