@@ -49,6 +49,10 @@ class StoreError(NcbenchError):
     """The results database cannot be opened or is not an ncbench database."""
 
 
+class QueryError(NcbenchError):
+    """A user's SQL query failed (syntax, unknown column, a write on the read-only database)."""
+
+
 def closest(name: str, known: Iterable[str]) -> str | None:
     """The closest valid name to `name` (difflib), or None."""
     matches = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.5)

@@ -33,5 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except NcbenchError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        from rich.markup import escape
+
+        # soft_wrap: one line per message, not wrapped at 80 columns; escape: "[defaults]" etc.
+        # in messages are text, not rich markup.
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}",
+                                                   highlight=False)
         sys.exit(exc.exit_code)

@@ -1,0 +1,94 @@
+"""`ncbench models`: list the registered models with their parameter counts and feature dims."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import typer
+
+from ncbench.cli.app import app
+from ncbench.errors import ConfigError
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """"3,32,32" / "3x32x32" / "64" → a tuple of positive ints (ConfigError otherwise)."""
+    if text is None or not text.strip():
+        return None
+    text_ = text.strip()
+    shape: tuple[int, ...] = ()
+    if re.fullmatch(r"\d+(\s*[,x×]\s*\d+)*", text_):
+        shape = tuple(int(p) for p in re.split(r"\s*[,x×]\s*", text_))
+    if len(shape) not in (1, 3) or any(s < 1 for s in shape):
+        raise ConfigError(None, f"--input-shape must be C,H,W or D with positive integers, got {text!r}",
+                          key="input-shape")
+    return shape
+
+
+def model_table(names: list[str] | None, classes: int, widths: list[float],
+                input_shape: tuple[int, ...] | None) -> list[dict]:
+    """One row per (model, width): model, width, params, feature_dim, input_shape.
+
+    Models are built on torch's "meta" device (no memory, no initialisation cost). A model that
+    cannot take `input_shape` (a conv net on vectors) gets params None and the reason in `note`.
+    """
+    import torch
+
+    from ncbench.models import count_parameters, make_model, model_names
+
+    rows = []
+    for name in names or model_names():
+        for w in widths:
+            row = {"model": name, "width": w, "classes": classes,
+                   "input_shape": list(input_shape) if input_shape else None}
+            try:
+                with torch.device("meta"):
+                    m = make_model(name, classes, w, input_shape=input_shape)
+                row.update(params=count_parameters(m), feature_dim=int(m.feature_dim), note="")
+            except ConfigError as exc:
+                if names:  # the user asked for this model by name: say why it fails
+                    raise
+                row.update(params=None, feature_dim=None,
+                           note="needs (C,H,W) input" if exc.key == "model" else exc.reason)
+            rows.append(row)
+    return rows
+
+
+@app.command()
+def models(
+    model: list[str] = typer.Option(None, "--model", "-m", help="Only these models (repeatable)."),
+    classes: int = typer.Option(10, "--classes", "-k", help="Number of classes K."),
+    width: list[float] = typer.Option(None, "--width", "-w", help="Width multiplier(s) X (repeatable; default 1)."),
+    input_shape: str = typer.Option(None, "--input-shape", help="One sample's shape: C,H,W or D (default 3,32,32)."),
+    format: str = typer.Option("table", "--format", "-f", help="table, md or json."),
+) -> None:
+    """List the models with parameter counts and feature dimension at the given width(s) and K."""
+    if format not in ("table", "md", "json"):
+        raise ConfigError(None, f"unknown --format {format!r}; use table, md or json", key="format")
+    if classes < 1:
+        raise ConfigError(None, f"--classes must be ≥ 1, got {classes}", key="classes")
+    rows = model_table(list(model) if model else None, classes, list(width) if width else [1.0],
+                       parse_shape(input_shape))
+    if format == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    shape = ",".join(map(str, rows[0]["input_shape"])) if rows and rows[0]["input_shape"] else "3,32,32 (default)"
+    header = ["model", "width", "parameters", "feature dim"]
+    body = [[r["model"], f"{r['width']:g}", f"{r['params']:,}" if r["params"] is not None else "–",
+             str(r["feature_dim"]) if r["feature_dim"] is not None else r["note"]] for r in rows]
+    if format == "md":
+        typer.echo(f"K = {classes}, input shape {shape}\n")
+        typer.echo("| " + " | ".join(header) + " |")
+        typer.echo("|" + "|".join(["---", "---:", "---:", "---:"]) + "|")
+        for line in body:
+            typer.echo("| " + " | ".join(line) + " |")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ncbench models (K = {classes}, input {shape})")
+    for h, just in zip(header, ["left", "right", "right", "right"]):
+        table.add_column(h, justify=just)
+    for line in body:
+        table.add_row(*line)
+    Console().print(table)

@@ -1,0 +1,124 @@
+"""`ncbench run`: train the runs of one or more experiments (a thin layer over
+`ncbench.executors.run_grid`)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from ncbench.cli.app import app
+
+#: Exit codes of `ncbench run`.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _pct(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+
+def _num(v) -> str:
+    return "" if v is None else ("nan" if isinstance(v, float) and math.isnan(v) else f"{v:.3g}")
+
+
+def _summary(console, result) -> None:
+    """The end-of-run table: this invocation's runs with status, headline accuracy and NC1."""
+    from rich.table import Table
+
+    from ncbench.store import query_dicts, read_connection
+
+    ids = [s.run_id for s in result.plan.todo]
+    rows: dict[str, dict] = {}
+    if ids and result.db_path.exists():
+        with read_connection(result.db_path) as con:
+            marks = ", ".join("?" * len(ids))
+            for r in query_dicts(con, f"SELECT r.run_id, r.status, r.error, r.attempt, res.final_epoch, "
+                                      f"res.best_val_acc, res.test_acc_at_best_val, res.final_train_acc, "
+                                      f"res.final_nc1 FROM runs r JOIN results res USING (run_id) "
+                                      f"WHERE r.run_id IN ({marks})", ids):
+                rows[r["run_id"]] = r
+    table = Table(title="ncbench run — summary", title_justify="left", header_style="bold")
+    table.add_column("run", no_wrap=True, overflow="ellipsis")
+    for col in ("status", "epoch", "train", "best val", "test@best", "nc1"):
+        table.add_column(col, no_wrap=True, justify="left" if col == "status" else "right")
+    errors = any((rows.get(s.run_id, {}).get("error") and result.results.get(s.run_id) != "done")
+                 for s in result.plan.todo)
+    if errors:
+        table.add_column("error", overflow="fold")
+    styles = {"done": "green", "failed": "red", "diverged": "magenta", "interrupted": "yellow",
+              "queued": "dim", "running": "cyan"}
+    for spec in result.plan.todo:
+        r = rows.get(spec.run_id, {})
+        st = result.results.get(spec.run_id) or r.get("status") or "queued"
+        cells = [spec.label, f"[{styles.get(st, '')}]{st}[/]",
+                 f"{r.get('final_epoch') or 0}/{spec.epochs}", _pct(r.get("final_train_acc")),
+                 _pct(r.get("best_val_acc")), _pct(r.get("test_acc_at_best_val")),
+                 _num(r.get("final_nc1"))]
+        if errors:
+            cells.append((r.get("error") or "") if st != "done" else "")
+        table.add_row(*cells)
+    if result.plan.todo:
+        console.print(table)
+    counts: dict[str, int] = {}
+    for st in result.results.values():
+        counts[st] = counts.get(st, 0) + 1
+    skipped = len(result.plan.skipped)
+    parts = [f"{n} {s}" for s, n in sorted(counts.items())]
+    if skipped:
+        parts.append(f"{skipped} skipped (already done or running elsewhere)")
+    not_started = len(result.plan.todo) - len(result.results)
+    if not_started:
+        parts.append(f"{not_started} not started")
+    console.print(f"{len(result.specs)} runs: " + (", ".join(parts) if parts else "nothing to do")
+                  + f" — results in {result.db_path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def run(
+    experiments: list[str] = typer.Argument(None, help="Experiments to run [default: the config's "
+                                                       "`default`]."),
+    config: Path = typer.Option(Path("experiments.toml"), "--config", "-c", help="Experiments file."),
+    db: Path = typer.Option(None, "--db", help="Results database [default: ncbench.duckdb beside "
+                                               "the config]."),
+    workdir: Path = typer.Option(None, "--workdir", help="Run directories (events, checkpoints) "
+                                                         "[default: .ncbench beside the config]."),
+    executor: str = typer.Option("local", "--executor", "-e", help="local | slurm."),
+    workers: int = typer.Option(None, "--workers", "-w", help="CPU-only: runs at a time "
+                                                               "[default: 1]."),
+    gpus: str = typer.Option(None, "--gpus", help="GPU indices among the visible ones, e.g. 0,1,3 "
+                                                  "('none': CPU only) [default: all visible]."),
+    per_gpu: int = typer.Option(None, "--per-gpu", help="Runs packed on each GPU [default: 1]."),
+    retries: int = typer.Option(None, "--retries", help="Times a failed run is queued again "
+                                                        "[default: 0]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; change nothing."),
+) -> None:
+    """Train the runs of the experiments: skips runs already done, resumes interrupted ones.
+
+    Exit code 0 when every run started ended done or diverged, 1 if one failed, 2 for a bad
+    config or missing dataset (nothing is stored), 130 when stopped with Ctrl-C."""
+    from rich.console import Console
+
+    from ncbench.executors import run_grid
+    from ncbench.progress import RichUI
+
+    console = Console()
+    options = {"workers": workers, "gpus": gpus, "per_gpu": per_gpu, "retries": retries}
+    result = run_grid(config, experiments, db_path=db, workdir=workdir, executor=executor,
+                      options=options, dry_run=dry_run,
+                      ui_factory=lambda skipped: RichUI(console, skipped=skipped))
+    if dry_run:
+        for spec in result.specs:
+            note = result.plan.skipped.get(spec.run_id)
+            state = result.plan.states.get(spec.run_id)
+            what = f"skip ({note})" if note else (
+                "resume" if state is not None and state.status not in ("new",) else "start")
+            console.print(f"{spec.run_id}  {spec.label:<48} {what}", highlight=False, soft_wrap=True)
+        console.print(f"{len(result.plan.todo)} of {len(result.specs)} runs would run "
+                      f"(executor {executor}); nothing was changed.", highlight=False)
+        return
+    _summary(console, result)
+    if result.failed:
+        raise typer.Exit(EXIT_FAILED)
+    if result.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)

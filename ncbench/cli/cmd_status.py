@@ -1,0 +1,145 @@
+"""`ncbench status`: the runs of experiments.toml and the database, by status (read-only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ncbench.cli.app import app
+
+_STYLE = {"queued": "dim", "running": "bold cyan", "done": "green", "failed": "bold red",
+          "diverged": "magenta", "interrupted": "yellow"}
+#: A running run whose heartbeat is older than this is shown as stale.
+STALE_AFTER_S = 120.0
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = max(0.0, seconds)
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s / 60:.0f}m"
+    if s < 86400:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.1f}d"
+
+
+def _num(value, fmt: str) -> str:
+    if value is None:
+        return ""
+    if value != value:  # NaN
+        return "nan"
+    return format(value, fmt)
+
+
+def load_status(config: Path | None, db: Path | None, experiments: list[str] | None,
+                statuses: list[str] | None = None) -> list[dict]:
+    """The rows `ncbench status` shows (store.status_rows over the config's runs).
+
+    `config` None means ./experiments.toml, which may then be absent if `db` is given (the
+    database alone is shown). The config is validated like `ncbench run` validates it."""
+    from ncbench.config import DEFAULT_CONFIG, default_db_path, expand, load_config, select
+    from ncbench.store import status_rows
+
+    specs = []
+    explicit = config is not None
+    config_path = Path(config) if explicit else Path(DEFAULT_CONFIG)
+    if explicit or config_path.exists() or db is None:
+        cfg = load_config(config_path)
+        names = select(cfg, experiments)
+        specs = expand(cfg, names)
+        experiments = names if experiments else None
+    db_path = Path(db) if db is not None else default_db_path(config_path)
+    rows = status_rows(specs, db_path, experiments, include_unlisted=True)
+    if statuses:
+        rows = [r for r in rows if r["status"] in statuses]
+    return rows
+
+
+@app.command()
+def status(
+    experiments: list[str] = typer.Argument(None, help="Only these experiments (default: all)."),
+    config: Path = typer.Option(None, "--config", "-c",
+                                help="Experiments file [default: experiments.toml]."),
+    db: Path = typer.Option(None, "--db", help="Results database [default: ncbench.duckdb beside "
+                                               "the config]."),
+    only: list[str] = typer.Option(None, "--status", "-s",
+                                   help="Only runs with this status (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of runs."),
+) -> None:
+    """Show every run (declared in the config or stored) with its status and progress.
+
+    Runs declared in the config but not yet in the database show as queued. Reads only: safe
+    while `ncbench run` is writing (data at most a few seconds old)."""
+    from ncbench.errors import ConfigError
+    from ncbench.schema import RUN_STATUSES
+    from ncbench.store import status_counts, to_jsonable
+
+    for s in only or []:
+        if s not in RUN_STATUSES:
+            raise ConfigError(None, f"unknown status '{s}'; valid: {', '.join(RUN_STATUSES)}",
+                              key="--status")
+    rows = load_status(config, db, experiments or None, only or None)
+    if as_json:
+        typer.echo(json.dumps([to_jsonable(r) for r in rows], indent=2))
+        return
+    _print_table(rows)
+
+
+def _print_table(rows: list[dict]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from ncbench.store import status_counts
+
+    console = Console()
+    if not console.is_terminal:  # piped: never truncate
+        console = Console(width=1000)
+    if not rows:
+        console.print("no runs")
+        return
+
+    def where(r: dict) -> str:
+        return " ".join(str(x) for x in (r["device"], f"#{r['slot']}" if r["slot"] else None) if x)
+
+    def beat(r: dict) -> str:
+        age = r["heartbeat_age_s"]
+        if r["status"] != "running" or age is None:
+            return ""
+        return f"[yellow]{_age(age)} stale[/]" if age > STALE_AFTER_S else _age(age)
+
+    # (header, cell, justify, optional: shown only when some row has a value)
+    columns = [
+        ("experiment", lambda r: r["experiment"], "left", False),
+        ("run_id", lambda r: r["run_id"], "left", False),
+        ("dataset", lambda r: r["dataset"], "left", False),
+        ("model", lambda r: r["model"], "left", False),
+        ("loss", lambda r: r["loss"], "left", False),
+        ("width", lambda r: f"{r['width']:g}", "right", False),
+        ("epochs", lambda r: str(r["epochs"]), "right", False),
+        ("seed", lambda r: str(r["seed"]), "right", False),
+        ("status", lambda r: f"[{_STYLE.get(r['status'], '')}]{r['status']}[/]", "left", False),
+        ("progress", lambda r: r["progress"], "right", False),
+        ("device/slot", where, "left", True),
+        ("attempt", lambda r: str(r["attempt"] or ""), "right", True),
+        ("slurm job", lambda r: r["slurm_job_id"] or "", "left", True),
+        ("heartbeat", beat, "right", True),
+        ("test_acc", lambda r: _num(r["test_acc"], ".4f"), "right", True),
+        ("nc1", lambda r: _num(r["nc1"], ".3g"), "right", True),
+    ]
+    cells = [[c[1](r) for c in columns] for r in rows]
+    keep = [i for i, c in enumerate(columns) if not c[3] or any(row[i] for row in cells)]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", pad_edge=False)
+    for i in keep:
+        table.add_column(columns[i][0], justify=columns[i][2], no_wrap=True)
+    for row in cells:
+        table.add_row(*(row[i] for i in keep))
+    console.print(table)
+    counts = status_counts(rows)
+    console.print("  ".join(f"[{_STYLE.get(k, '')}]{k}[/] {v}" for k, v in counts.items())
+                  + f"  (total {len(rows)})", highlight=False)

@@ -1,0 +1,366 @@
+"""The local executor: a queue of runs over slots, one worker process per run.
+
+Slots. With GPUs, each GPU gives `per_gpu` slots and a worker on it sees only that GPU
+(`CUDA_VISIBLE_DEVICES=<gpu>`). GPUs are the visible ones: the entries of `CUDA_VISIBLE_DEVICES`
+if set, else `torch.cuda.device_count()` devices; `gpus=[0, 1, 3]` picks by index among the
+visible ones (so with `CUDA_VISIBLE_DEVICES=4,5`, `--gpus 1` is physical GPU 5). Without GPUs
+(or with `gpus=[]`, `--gpus none`) there are `workers` CPU slots (default 1), each worker with
+`NCBENCH_THREADS = cores // workers` torch threads. `NCBENCH_FAKE_GPUS=N` pretends N GPUs are
+visible — for testing slot assignment on a machine without GPUs: the workers get
+`CUDA_VISIBLE_DEVICES`, find no CUDA device and train on the CPU.
+
+The manager loop (every `poll_interval` s, default 1): start queued runs (declared order) in
+free slots; poll the worker processes; `store.sync` the active run dirs (open, write, close);
+update the UI. A worker that exits without an `end` event (SIGKILL, segfault, the OOM killer)
+gets one from the manager — `failed` with the cause ("killed by SIGKILL", "exit code 139
+(SIGSEGV)", plus the last error line of its worker.log) — and the queue goes on; with
+`retries=N` a failed run is queued again (at the end of the queue) up to N times.
+
+Stopping. The first Ctrl-C (SIGINT, or SIGTERM to the manager) starts no new run and sends
+SIGTERM to the workers: each stops before its next batch and ends `interrupted` (resumable from
+its last checkpoint). A second Ctrl-C SIGKILLs the workers at once; the manager marks their runs
+`interrupted`. Workers run in their own session (a terminal's Ctrl-C reaches only the manager)
+and die with it: if the manager is killed (SIGKILL), Linux sends them SIGTERM
+(`PR_SET_PDEATHSIG`, see `ncbench.worker`), they end `interrupted`, and the next `ncbench run`
+resumes them.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ncbench.executors import (
+    NullUI, RunUI, RunView, RunWatcher, mark_ended, next_attempt, prepare_run_dir,
+)
+from ncbench.runs import RunSpec
+
+__all__ = ["LocalExecutor", "Slot", "detect_gpus", "make_slots", "parse_gpus", "describe_exit"]
+
+FAKE_GPUS_ENV = "NCBENCH_FAKE_GPUS"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A place a worker runs: `name` ("gpu0", "gpu0.1" when packed, "cpu0"), `env` (variables
+    the worker gets: CUDA_VISIBLE_DEVICES, NCBENCH_THREADS)."""
+
+    name: str
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def detect_gpus() -> list[str]:
+    """The visible GPUs as the values to put in a worker's CUDA_VISIBLE_DEVICES: the entries of
+    CUDA_VISIBLE_DEVICES if set (`""` → none), else "0".."n−1" for torch.cuda.device_count().
+    `NCBENCH_FAKE_GPUS=N` (testing) → "0".."N−1" without asking CUDA."""
+    fake = os.environ.get(FAKE_GPUS_ENV)
+    if fake:
+        return [str(i) for i in range(int(fake))]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA
+        n = 0
+    if visible is not None:
+        entries = [v.strip() for v in visible.split(",") if v.strip()]
+        return entries[:n] if n < len(entries) else entries
+    return [str(i) for i in range(n)]
+
+
+def parse_gpus(value: Any) -> list[int] | None:
+    """`--gpus` / `[executor.local] gpus`: "0,1,3" or [0, 1, 3] → [0, 1, 3]; "all" or None →
+    None (every visible GPU); "none" or "" or [] → [] (CPU only). Bad values: ConfigError."""
+    from ncbench.errors import ConfigError
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v == "all":
+            return None
+        if v in ("", "none", "cpu"):
+            return []
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value]
+    out = []
+    for p in parts:
+        try:
+            if isinstance(p, bool):
+                raise ValueError
+            out.append(int(p))
+        except (TypeError, ValueError):
+            raise ConfigError(None, f"--gpus: expected GPU indices like 0,1,3 (or 'all' / 'none'), "
+                              f"got {value!r}", key="gpus") from None
+    return out
+
+
+def make_slots(gpus: Sequence[int] | None = None, per_gpu: int = 1, workers: int | None = None,
+               *, visible: Sequence[str] | None = None, cores: int | None = None) -> list[Slot]:
+    """The slots for the given options (see module doc). `gpus=None`: every visible GPU;
+    `gpus=[]`: CPU only. `workers` is for CPU-only use; with GPUs it is an error."""
+    from ncbench.errors import ConfigError
+
+    if per_gpu < 1:
+        raise ConfigError(None, f"--per-gpu must be ≥ 1, got {per_gpu}", key="per_gpu")
+    if workers is not None and workers < 1:
+        raise ConfigError(None, f"--workers must be ≥ 1, got {workers}", key="workers")
+    visible = list(detect_gpus() if visible is None else visible)
+    cores = cores or os.cpu_count() or 1
+    if gpus is None:
+        chosen = visible if workers is None else []
+    else:
+        chosen = []
+        for g in gpus:
+            if not 0 <= int(g) < len(visible):
+                raise ConfigError(None, f"--gpus {g}: only {len(visible)} GPU(s) visible "
+                                  f"({', '.join(visible) or 'none'}; indices 0..{len(visible) - 1})",
+                                  key="gpus")
+            chosen.append(visible[int(g)])
+        if workers is not None and chosen:
+            raise ConfigError(None, "--workers is for CPU-only runs; with GPUs use --per-gpu N "
+                              "to run N workers per GPU", key="workers")
+    if chosen:
+        n = len(chosen) * per_gpu
+        threads = str(max(1, cores // n))
+        return [Slot(f"gpu{g}" + (f".{j}" if per_gpu > 1 else ""),
+                     (("CUDA_VISIBLE_DEVICES", g), ("NCBENCH_THREADS", threads)))
+                for g in chosen for j in range(per_gpu)]
+    n = workers or 1
+    threads = str(max(1, cores // n))
+    hide = (("CUDA_VISIBLE_DEVICES", ""),) if visible else ()
+    return [Slot(f"cpu{i}", hide + (("NCBENCH_THREADS", threads),)) for i in range(n)]
+
+
+_SIGNAL_HINT = {"SIGSEGV": "segmentation fault", "SIGKILL": "killed, e.g. by the OOM killer",
+                "SIGABRT": "aborted", "SIGBUS": "bus error", "SIGTERM": "terminated"}
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def describe_exit(returncode: int, log_path: Path | None = None) -> str:
+    """A one-line cause for a worker that ended without an `end` event: "killed by SIGKILL",
+    "exit code 139 (SIGSEGV)", … followed by the last error line of its log, if any."""
+    if returncode < 0:
+        name = _signal_name(-returncode)
+        cause = f"killed by {name}"
+    elif returncode > 128 and returncode - 128 < 65:
+        name = _signal_name(returncode - 128)
+        cause = f"exit code {returncode} ({name})"
+    else:
+        cause = f"exit code {returncode}"
+    last = _last_error_line(log_path) if log_path is not None else None
+    return f"{cause}: {last}" if last else cause
+
+
+def _last_error_line(path: Path) -> str | None:
+    """The last line of `path` that looks like an error (…Error…, Traceback excluded), else the
+    last non-empty line that is not the worker's own chatter."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in lines if ln.strip()]
+    for ln in reversed(lines):
+        if ("Error" in ln or "error" in ln or "Killed" in ln) and not ln.startswith("Traceback"):
+            return ln[:300]
+    for ln in reversed(lines):
+        if not ln.startswith("ncbench worker:"):
+            return ln[:300]
+    return None
+
+
+@dataclass
+class _Active:
+    spec: RunSpec
+    slot: Slot
+    proc: subprocess.Popen
+    run_dir: Path
+    attempt: int
+    log: IO[bytes]
+    watcher: RunWatcher
+    ended: dict | None = None  # the attempt's end event, once seen
+    killed: bool = False  # SIGKILLed by the manager (second Ctrl-C)
+
+
+@dataclass
+class LocalExecutor:
+    """Runs each run in its own `python -m ncbench.worker RUN_DIR` process, pinned to a slot.
+
+    `gpus`: GPU indices among the visible ones (None: all visible; [] : CPU only);
+    `per_gpu`: workers per GPU; `workers`: CPU workers (CPU-only); `retries`: times a failed
+    run is queued again; `poll_interval`: seconds per manager tick; `python`: interpreter of the
+    workers (default: this one); `env`: extra environment for the workers."""
+
+    gpus: Sequence[int] | None = None
+    per_gpu: int = 1
+    workers: int | None = None
+    retries: int = 0
+    poll_interval: float = 1.0
+    python: str = sys.executable
+    env: dict[str, str] = field(default_factory=dict)
+    name: str = "local"
+
+    def slots(self) -> list[Slot]:
+        return make_slots(self.gpus, self.per_gpu, self.workers)
+
+    # -- the manager loop ------------------------------------------------------------------------
+    def run(self, specs: Sequence[RunSpec], workdir: Path, store, ui: RunUI | None = None) -> dict[str, str]:
+        """Run `specs` (declared order) over the slots; returns run_id -> final status."""
+        ui = ui or NullUI()
+        workdir = Path(workdir)
+        slots = self.slots()
+        queue = collections.deque(specs)
+        views = {s.run_id: RunView(s.run_id, s.label, s.epochs) for s in specs}
+        retries_left = {s.run_id: self.retries for s in specs}
+        results: dict[str, str] = {}
+        active: dict[str, _Active] = {}  # slot name -> active run
+        free = [s for s in slots]
+        stopping = {"level": 0}
+
+        def on_signal(signum, frame):  # noqa: ARG001
+            stopping["level"] += 1
+            if stopping["level"] == 1:
+                ui.note("stopping: waiting for the running workers to checkpoint-or-stop "
+                        "(Ctrl-C again to kill them now)")
+                for a in active.values():
+                    _signal(a.proc, signal.SIGTERM)
+            else:
+                ui.note("killing the workers now")
+                for a in active.values():
+                    a.killed = True
+                    _signal(a.proc, signal.SIGKILL)
+
+        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while queue or active:
+                # 1. start runs into free slots (not once stopping)
+                while stopping["level"] == 0 and queue and free:
+                    spec = queue.popleft()
+                    slot = free.pop(0)
+                    a = self._launch(spec, slot, workdir, store)
+                    active[slot.name] = a
+                    v = views[spec.run_id]
+                    v.status, v.slot, v.attempt, v.error = "running", slot.name, a.attempt, None
+                    a.watcher.view = v
+                # 2. poll workers
+                finished = []
+                for slot_name, a in active.items():
+                    for e in a.watcher.poll():
+                        if e.get("type") == "end":
+                            a.ended = e
+                    if a.proc.poll() is not None:
+                        finished.append(slot_name)
+                synced = [a.spec.run_id for a in active.values()]
+                for slot_name in finished:
+                    a = active.pop(slot_name)
+                    free.append(a.slot)
+                    free.sort(key=lambda s: slots.index(s))
+                    status, error = self._finish(a, stopping["level"] > 0)
+                    v = views[a.spec.run_id]
+                    v.status, v.error = status, error
+                    if status == "failed" and retries_left[a.spec.run_id] > 0 and stopping["level"] == 0:
+                        retries_left[a.spec.run_id] -= 1
+                        ui.note(f"run {a.spec.run_id} ({a.spec.label}) failed: {error} — "
+                                f"retrying ({retries_left[a.spec.run_id]} retries left after this)")
+                        v.status = "queued"
+                        queue.append(a.spec)
+                    else:
+                        results[a.spec.run_id] = status
+                        if status == "failed":
+                            ui.note(f"run {a.spec.run_id} ({a.spec.label}) failed: {error}")
+                # 3. database, UI
+                if synced:
+                    _sync(store, workdir, synced, ui)
+                if stopping["level"] and not active:
+                    break
+                ui.update(list(views.values()))
+                if queue or active:
+                    time.sleep(self.poll_interval)
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            for a in active.values():  # only on an exception in the loop itself
+                _signal(a.proc, signal.SIGKILL)
+                a.proc.wait()
+                self._finish(a, True)
+        for spec in queue:  # never started (stopped first): left as they were
+            views[spec.run_id].status = "queued"
+        ui.update(list(views.values()))
+        return results
+
+    # -- one worker ------------------------------------------------------------------------------
+    def _launch(self, spec: RunSpec, slot: Slot, workdir: Path, store) -> _Active:
+        run_dir = prepare_run_dir(workdir, spec)
+        attempt = next_attempt(run_dir)
+        env = dict(os.environ)
+        env.update(self.env)
+        env.update(dict(slot.env))
+        env.update(NCBENCH_ATTEMPT=str(attempt), NCBENCH_SLOT=slot.name, NCBENCH_EXECUTOR=self.name,
+                   NCBENCH_PARENT_PID=str(os.getpid()), PYTHONUNBUFFERED="1")
+        env.pop(FAKE_GPUS_ENV, None)
+        log = open(run_dir / "worker.log", "ab")
+        log.write(f"--- attempt {attempt} on slot {slot.name} ---\n".encode())
+        log.flush()
+        watcher = RunWatcher(run_dir, RunView(spec.run_id, spec.label, spec.epochs))
+        watcher.skip_existing()
+        proc = subprocess.Popen([self.python, "-m", "ncbench.worker", str(run_dir)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=os.getcwd())
+        try:
+            store.set_status(spec.run_id, "running", executor=self.name, slot=slot.name,
+                             attempt=attempt, pid=proc.pid, error=None, finished_at=None)
+        except Exception:  # noqa: BLE001 - the database is informative; the run goes on
+            pass
+        return _Active(spec, slot, proc, run_dir, attempt, log, watcher)
+
+    def _finish(self, a: _Active, stopping: bool) -> tuple[str, str | None]:
+        """The final status of a finished worker: its own `end` event, else one written here."""
+        for e in a.watcher.poll():
+            if e.get("type") == "end":
+                a.ended = e
+        a.log.close()
+        if a.ended is not None:
+            return a.ended.get("status") or "failed", a.ended.get("error")
+        rc = a.proc.returncode
+        if a.killed or (stopping and rc in (-signal.SIGTERM, -signal.SIGINT)):
+            status, error = "interrupted", "stopped by the user (" + describe_exit(rc) + ")"
+        else:
+            status, error = "failed", describe_exit(rc, a.run_dir / "worker.log")
+        mark_ended(a.run_dir, status, error, returncode=rc)
+        return status, error
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+def _sync(store, workdir: Path, run_ids: list[str], ui: RunUI) -> None:
+    try:
+        store.sync(workdir, run_ids=run_ids)
+    except Exception as exc:  # noqa: BLE001 - a locked/busy DB must not stop the queue
+        ui.note(f"database sync failed (will retry): {exc}")

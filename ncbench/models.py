@@ -1,0 +1,271 @@
+"""Network architectures, reachable by name: `make_model("wrn50", num_classes=10, width=2)`.
+
+Every model built here holds
+- `features(x) -> [B, d]`: the penultimate ("last-layer") features h that Neural Collapse is
+  measured on (after global average pooling for the ResNets, after the last hidden
+  BatchNorm+ReLU for the MLP);
+- `classifier`: `nn.Linear(d, K, bias=True)`, the final linear classifier (W, b);
+- `feature_dim`: d (int);
+- `forward(x) = classifier(features(x))` (logits `[B, K]`).
+
+Models (width X scales them as stated; see docs/readme/50-models-data.md):
+- `wrn50`: the paper code's WideResNet-50 — torchvision's ResNet with `Bottleneck` blocks in the
+  [3, 4, 6, 3] layout, CIFAR stem (3×3 stride-1 first conv, BN, ReLU, no max-pool), width X
+  multiplies only the bottleneck's inner channels (`width_per_group = round(64·X)`, so X = 2 is
+  torchvision's `wide_resnet50_2`), block outputs keep 4·planes channels: d = 2048 at every X.
+- `wrn18`: basic-block ResNet-18 ([2, 2, 2, 2]) whose channels all scale with X
+  (round(64X), round(128X), round(256X), round(512X)); d = round(512X). Same CIFAR stem; used for
+  miniImageNet (84×84: global average pooling makes any input size work; `stem="imagenet"`
+  gives torchvision's 7×7/2 conv + max-pool stem instead, 16× cheaper at 84 px).
+- `resnet18`: the standard CIFAR ResNet-18 (= `wrn18` at X = 1 unless a width is given).
+- `mlp`: flattens its input; `depth` hidden layers (default 3) of round(256X) units, each
+  Linear → BatchNorm1d → ReLU; d = round(256X).
+
+`input_shape` is what one sample looks like to the model: (C, H, W) for images or (D,) for
+vectors (`SplitDataset.input_shape`), so the pipeline calls
+`make_model(name, ds.num_classes, width, input_shape=ds.input_shape)`.
+Extra models: `@MODELS.register("name")` on a factory `(num_classes, width, input_shape, **kw)`,
+or name `"package.module:callable"` with that signature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from ncbench.errors import ConfigError
+from ncbench.registry import Registry
+
+ModelFactory = Callable[..., nn.Module]
+MODELS: Registry[ModelFactory] = Registry("model")
+
+#: input shape assumed when none is given: CIFAR images.
+DEFAULT_IMAGE_SHAPE: tuple[int, int, int] = (3, 32, 32)
+
+
+def make_model(name: str, num_classes: int, width: float = 1.0, *,
+               input_shape: Sequence[int] | None = None, in_channels: int | None = None,
+               **kw) -> nn.Module:
+    """Build model `name` for `num_classes` classes at width multiplier `width`.
+
+    `input_shape`: one sample's shape, (C, H, W) or (D,); defaults to (3, 32, 32) for the conv
+    nets (which accept any spatial size thanks to global average pooling). `in_channels`
+    overrides C for the conv nets. Other keyword arguments go to the model (e.g. `depth` for
+    `mlp`). Unknown names raise `UnknownNameError` listing the known ones; bad widths or shapes
+    raise `ConfigError` naming the key.
+    """
+    factory = MODELS.get(name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(None, f"num_classes must be a positive integer, got {num_classes!r}",
+                          key="num_classes")
+    try:
+        width = float(width)
+    except (TypeError, ValueError):
+        raise ConfigError(None, f"width must be a positive number, got {width!r}", key="width") from None
+    if not math.isfinite(width) or width <= 0:
+        raise ConfigError(None, f"width must be a positive number, got {width!r}", key="width")
+    shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+    if shape is not None and (len(shape) not in (1, 3) or any(s < 1 for s in shape)):
+        raise ConfigError(None, f"input_shape must be (C, H, W) or (D,) with positive sizes, "
+                          f"got {tuple(input_shape)}", key="input_shape")
+    if in_channels is not None:
+        kw["in_channels"] = int(in_channels)
+    return factory(num_classes, width, shape, **kw)
+
+
+def model_names() -> list[str]:
+    """The registered model names."""
+    return MODELS.names()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not) in `model`."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def scaled(channels: int, width: float, what: str = "channels") -> int:
+    """round(channels · width), which must be ≥ 1 (else ConfigError naming `width`)."""
+    n = int(round(channels * width))
+    if n < 1:
+        raise ConfigError(None, f"width {width} gives {channels}·{width} → {n} {what}; "
+                          f"use a width ≥ {0.5 / channels:.3g}", key="width")
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# ResNets: torchvision's blocks and layer builder, CIFAR stem, separate `features`/`classifier`.
+# --------------------------------------------------------------------------------------------
+
+
+class CifarResNet(ResNet):
+    """torchvision `ResNet` with a CIFAR stem and per-stage channel counts.
+
+    Holds `conv1` (3×3, stride 1, `in_channels` → planes[0]), `bn1`, `relu`, `maxpool`
+    (Identity) — or, with `stem="imagenet"`, torchvision's 7×7 stride-2 conv and 3×3 stride-2
+    max-pool (16× fewer activations in layer1: an option for 84-px inputs) —, `layer1..4` (built by torchvision's `ResNet._make_layer` from `block`, with
+    `planes[i]` planes and stride 1, 2, 2, 2), `avgpool` (global average), and `classifier`
+    (`nn.Linear(feature_dim, num_classes)`). `width_per_group` is torchvision's: a Bottleneck's
+    inner channels are `int(planes · width_per_group / 64)`. Initialisation follows torchvision's
+    (Kaiming-normal fan-out convolutions, BN weight 1 / bias 0, default `nn.Linear` classifier).
+    """
+
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],
+                 planes: Sequence[int], num_classes: int, *, width_per_group: int = 64,
+                 in_channels: int = 3, zero_init_residual: bool = False, stem: str = "cifar"):
+        # torchvision's ResNet.__init__ hard-codes 64/128/256/512 planes and the ImageNet stem, so
+        # set the attributes its `_make_layer` reads and build the stages with it directly.
+        nn.Module.__init__(self)
+        self._norm_layer = nn.BatchNorm2d
+        self.groups = 1
+        self.base_width = int(width_per_group)
+        self.dilation = 1
+        self.inplanes = int(planes[0])
+        if stem == "cifar":
+            self.conv1 = nn.Conv2d(in_channels, self.inplanes, kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        elif stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            raise ConfigError(None, f"unknown ResNet stem {stem!r}; use 'cifar' or 'imagenet'", key="stem")
+        self.stem = stem
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(block, int(planes[0]), layers[0])
+        self.layer2 = self._make_layer(block, int(planes[1]), layers[1], stride=2)
+        self.layer3 = self._make_layer(block, int(planes[2]), layers[2], stride=2)
+        self.layer4 = self._make_layer(block, int(planes[3]), layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.feature_dim = int(planes[3]) * block.expansion
+        self.classifier = nn.Linear(self.feature_dim, num_classes, bias=True)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.constant_(m.bn3.weight, 0)
+                elif isinstance(m, BasicBlock):
+                    nn.init.constant_(m.bn2.weight, 0)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features `[B, feature_dim]` (after global average pooling)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def _image_channels(name: str, input_shape: tuple[int, ...] | None, in_channels: int | None) -> int:
+    if in_channels is not None:
+        return int(in_channels)
+    shape = input_shape or DEFAULT_IMAGE_SHAPE
+    if len(shape) != 3:
+        raise ConfigError(None, f"model '{name}' is a convolutional network and needs image inputs "
+                          f"(C, H, W), but the dataset gives vectors of shape {shape}; use model "
+                          f"'mlp' for vector data", key="model")
+    return int(shape[0])
+
+
+@MODELS.register("wrn50")
+def wrn50(num_classes: int, width: float = 1.0, input_shape: tuple[int, ...] | None = None, *,
+          in_channels: int | None = None, zero_init_residual: bool = False,
+          stem: str = "cifar") -> CifarResNet:
+    """The paper code's WideResNet-50-X: Bottleneck [3, 4, 6, 3], CIFAR stem, GAP, d = 2048.
+
+    X multiplies only the bottleneck's inner (3×3) channels: `width_per_group = round(64·X)`
+    (X = 2 → 128, torchvision's `wide_resnet50_2`). Widths whose 64·X is not an integer are
+    rounded to the nearest integer width_per_group (e.g. X = 0.3 → 19); inner channels are then
+    torchvision's `int(planes · width_per_group / 64)`.
+    """
+    c = _image_channels("wrn50", input_shape, in_channels)
+    wpg = scaled(64, width, "width_per_group")
+    model = CifarResNet(Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], num_classes,
+                        width_per_group=wpg, in_channels=c, zero_init_residual=zero_init_residual,
+                        stem=stem)
+    model.width = width
+    return model
+
+
+def _basic_resnet18(name: str, num_classes: int, width: float, input_shape, in_channels,
+                    zero_init_residual: bool, stem: str) -> CifarResNet:
+    c = _image_channels(name, input_shape, in_channels)
+    planes = [scaled(p, width) for p in (64, 128, 256, 512)]
+    model = CifarResNet(BasicBlock, [2, 2, 2, 2], planes, num_classes, in_channels=c,
+                        zero_init_residual=zero_init_residual, stem=stem)
+    model.width = width
+    return model
+
+
+@MODELS.register("wrn18")
+def wrn18(num_classes: int, width: float = 1.0, input_shape: tuple[int, ...] | None = None, *,
+          in_channels: int | None = None, zero_init_residual: bool = False,
+          stem: str = "cifar") -> CifarResNet:
+    """WideResNet-18-X: BasicBlock [2, 2, 2, 2] with all channels × X, CIFAR stem, d = round(512X)."""
+    return _basic_resnet18("wrn18", num_classes, width, input_shape, in_channels, zero_init_residual, stem)
+
+
+@MODELS.register("resnet18")
+def resnet18(num_classes: int, width: float = 1.0, input_shape: tuple[int, ...] | None = None, *,
+             in_channels: int | None = None, zero_init_residual: bool = False,
+             stem: str = "cifar") -> CifarResNet:
+    """Standard CIFAR ResNet-18 (3×3 stride-1 stem, no max-pool); width scales channels as wrn18."""
+    return _basic_resnet18("resnet18", num_classes, width, input_shape, in_channels, zero_init_residual, stem)
+
+
+# --------------------------------------------------------------------------------------------
+# MLP
+# --------------------------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """Flatten → `depth` × (Linear → BatchNorm1d → ReLU) → `classifier`.
+
+    Holds `body` (the hidden layers, an `nn.Sequential` starting with `nn.Flatten`),
+    `classifier` (`nn.Linear(hidden, num_classes)`), `in_features`, `hidden`, `depth` and
+    `feature_dim` (= hidden). Features are the last hidden layer's post-ReLU activations.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int, depth: int = 3):
+        super().__init__()
+        if depth < 1:
+            raise ConfigError(None, f"mlp depth must be ≥ 1, got {depth}", key="depth")
+        self.in_features, self.hidden, self.depth = int(in_features), int(hidden), int(depth)
+        layers: list[nn.Module] = [nn.Flatten(1)]
+        d_in = self.in_features
+        for _ in range(self.depth):
+            layers += [nn.Linear(d_in, self.hidden), nn.BatchNorm1d(self.hidden), nn.ReLU(inplace=True)]
+            d_in = self.hidden
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = self.hidden
+        self.classifier = nn.Linear(self.hidden, num_classes, bias=True)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Last hidden layer's activations `[B, hidden]`."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(x))
+
+
+@MODELS.register("mlp")
+def mlp(num_classes: int, width: float = 1.0, input_shape: tuple[int, ...] | None = None, *,
+        depth: int = 3, in_features: int | None = None, in_channels: int | None = None) -> MLP:
+    """MLP with `depth` hidden layers of round(256·width) units; input size = prod(input_shape)."""
+    if in_features is None:
+        shape = input_shape or DEFAULT_IMAGE_SHAPE
+        if in_channels is not None and len(shape) == 3:
+            shape = (int(in_channels), *shape[1:])
+        in_features = math.prod(shape)
+    model = MLP(int(in_features), num_classes, scaled(256, width, "hidden units"), depth=int(depth))
+    model.width = width
+    return model

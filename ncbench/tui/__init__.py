@@ -1,0 +1,42 @@
+"""`ncbench tui`: a Textual app over the results database (and experiments.toml).
+
+Views: runs (every run of the config and the database, live), run detail (charts of NC metrics,
+accuracies, loss and learning rate against epoch), compare (all losses of an experiment: mean
+curves and the tables of `ncbench report`). It controls runs only by starting/stopping
+`ncbench run` and signalling workers; it never imports torch or training code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["NcbenchApp", "run_tui"]
+
+
+def __getattr__(name: str):
+    if name == "NcbenchApp":
+        from ncbench.tui.app import NcbenchApp
+
+        return NcbenchApp
+    raise AttributeError(name)
+
+
+def run_tui(db_path: str | Path, *, config_path: str | Path | None = None,
+            experiments: Sequence[str] = (), workdir: str | Path | None = None,
+            start_queue: bool = False, poll_interval: float = 1.0) -> int | None:
+    """Run the app in this terminal until the user quits. A queue started from the app is
+    stopped (SIGINT, as Ctrl-C would) and waited for before returning; returns its exit code."""
+    from ncbench.tui.app import NcbenchApp
+
+    app = NcbenchApp(db_path, config_path=config_path, experiments=experiments,
+                     workdir=workdir, start_queue=start_queue, poll_interval=poll_interval)
+    try:
+        app.run()
+    finally:
+        code = None
+        if app.controller.running:
+            print("stopping the queue started from the TUI (Ctrl-C again to kill it) ...",
+                  flush=True)
+            code = app.controller.shutdown(timeout=30.0)
+    return code

@@ -1,0 +1,277 @@
+"""The ncbench Textual app: polls the results database and hosts the views.
+
+Polling: every `poll_interval` seconds (default 1 s) a thread worker opens the database
+read-only (`ncbench.store.read_connection`, which waits out the writer's lock), reads the runs
+table (one query) plus whatever the current screen needs (`screen.read(con)`), closes the file,
+and hands the results to the UI thread. One poll runs at a time; the UI never waits on the
+database. Lock or open problems are shown as a quiet note in the status bar, never as an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from rich.text import Text
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from ncbench.errors import NcbenchError
+from ncbench.tui.control import ControlError, QueueController, cancel_run, retry_run
+from ncbench.tui.data import (
+    CANCELLABLE, RETRYABLE, RunRow, config_runs, fetch_runs, merge_runs, utcnow, with_status,
+)
+from ncbench.tui.screens import ConfirmScreen, DbScreen, HelpScreen, RunsScreen
+
+__all__ = ["NcbenchApp"]
+
+
+class NcbenchApp(App[None]):
+    """Runs, run detail and compare views over an ncbench database (and its config).
+
+    `db_path`: the results database (need not exist yet); `config_path`: experiments.toml whose
+    declared runs are listed as queued until the database holds them; `experiments`: restrict to
+    these; `workdir`: run directories (for worker pids); `start_queue`: start `ncbench run` on
+    mount; `now`: clock for elapsed/ETA (tests freeze it); `controller`: the queue controller.
+    """
+
+    CSS_PATH = "ncbench.tcss"
+    TITLE = "ncbench"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("r", "toggle_queue", "Queue start/stop"),
+    ]
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        *,
+        config_path: str | Path | None = None,
+        experiments: Sequence[str] = (),
+        workdir: str | Path | None = None,
+        start_queue: bool = False,
+        poll_interval: float = 1.0,
+        lock_timeout: float = 5.0,
+        now: Callable[[], datetime] | None = None,
+        controller: QueueController | None = None,
+    ) -> None:
+        super().__init__()
+        self.db_path = Path(db_path)
+        self.config_path = Path(config_path) if config_path else None
+        self.experiments = list(experiments)
+        self.workdir = Path(workdir) if workdir else None
+        self.start_queue = start_queue
+        self.poll_interval = poll_interval
+        self.lock_timeout = lock_timeout
+        self.now: Callable[[], datetime] = now or utcnow
+        self.controller = controller or QueueController(
+            self.config_path, self.db_path, self.experiments, workdir=self.workdir)
+        self.runs: dict[str, RunRow] = {}
+        self.db_runs: dict[str, RunRow] = {}
+        self.declared: list[RunRow] = []
+        self.db_note = ""
+        self.polls = 0  # completed polls (tests wait on this)
+        self._polling = False
+        self._queue_was_running = False
+        self._declared_mtime: float | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self._load_declared()
+        self.push_screen(RunsScreen())
+        self.set_interval(self.poll_interval, self.poll)
+        self.poll()
+        if self.start_queue:
+            self.action_toggle_queue()
+
+    def _load_declared(self) -> None:
+        """(Re)read the runs the config declares, when the file changed."""
+        if self.config_path is None:
+            return
+        try:
+            mtime = self.config_path.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._declared_mtime:
+            return
+        self._declared_mtime = mtime
+        try:
+            self.declared = config_runs(self.config_path, self.experiments)
+        except NcbenchError as exc:
+            self.declared = []
+            self.notify(str(exc), title="experiments.toml", severity="error", timeout=10)
+        self._set_runs(self.db_runs)
+
+    # -- polling ----------------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Start a poll of the database unless one is running."""
+        if self._polling:
+            return
+        self._polling = True
+        self._load_declared()
+        self._check_queue()
+        self._poll_worker(self.screen)
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _poll_worker(self, screen: Any) -> None:
+        runs: dict[str, RunRow] | None = None
+        view: Any = None
+        note = ""
+        try:
+            if not self.db_path.exists():
+                note = f"no database yet ({self.db_path.name})"
+                runs = {}
+            else:
+                from ncbench.store import read_connection
+
+                with read_connection(self.db_path, timeout=self.lock_timeout) as con:
+                    runs = fetch_runs(con, self.experiments)
+                    if isinstance(screen, DbScreen):
+                        view = screen.read(con)
+        except (NcbenchError, duckdb.Error, OSError) as exc:
+            note = f"database busy, retrying ({type(exc).__name__})"
+            if "locked" not in str(exc):
+                note = f"database: {str(exc).splitlines()[0][:80]}"
+        except Exception as exc:  # noqa: BLE001 - keep polling whatever happens
+            note = f"poll failed: {type(exc).__name__}: {exc}"[:100]
+        try:
+            self.call_from_thread(self._apply_poll, screen, runs, view, note)
+        except RuntimeError:  # the app is shutting down
+            pass
+
+    def _apply_poll(self, screen: Any, runs: dict[str, RunRow] | None, view: Any,
+                    note: str) -> None:
+        self._polling = False
+        self.polls += 1
+        self.db_note = note
+        if runs is not None:
+            self._set_runs(runs, notify=False)
+        if view is not None and screen is self.screen and isinstance(screen, DbScreen):
+            screen.apply(view)
+        self._runs_changed()
+
+    def _set_runs(self, db_runs: dict[str, RunRow], notify: bool = True) -> None:
+        self.db_runs = db_runs
+        self.runs = merge_runs(db_runs, self.declared)
+        if notify:
+            self._runs_changed()
+
+    def _runs_changed(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, DbScreen) and screen.is_mounted:
+                screen.runs_changed()
+
+    # -- the queue --------------------------------------------------------------------------------
+    def queue_state(self) -> Text:
+        """`queue ▶ running (pid N)` / `queue ■ stopped` for the status bar."""
+        c = self.controller
+        if c.running:
+            return Text(f"queue ▶ running (pid {c.pid})", style="bold cyan")
+        if c.returncode is not None:
+            return Text(f"queue ■ exited ({c.returncode})", style="yellow" if c.returncode else "")
+        return Text("queue ■ stopped (r: start)", style="dim")
+
+    def _check_queue(self) -> None:
+        running = self.controller.running
+        if self._queue_was_running and not running:
+            rc = self.controller.returncode
+            self.notify(f"queue finished (exit code {rc})",
+                        severity="information" if rc == 0 else "warning")
+        self._queue_was_running = running
+
+    def action_toggle_queue(self) -> None:
+        try:
+            if self.controller.running:
+                msg = self.controller.stop()
+            else:
+                msg = self.controller.start()
+                self._queue_was_running = True
+        except (ControlError, OSError) as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.notify(msg)
+        self._runs_changed()
+
+    # -- run control ----------------------------------------------------------------------------
+    def retry(self, run_id: str) -> None:
+        """Queue a failed / diverged / interrupted run again and (re)start the queue."""
+        row = self.runs.get(run_id)
+        if row is None:
+            return
+        if row.status not in RETRYABLE:
+            self.notify(f"run {run_id} is {row.status}; only {', '.join(RETRYABLE)} runs can be "
+                        "retried", severity="warning")
+            return
+        self._retry_worker(run_id)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _retry_worker(self, run_id: str) -> None:
+        try:
+            msg = retry_run(self.db_path, run_id)
+        except (NcbenchError, OSError, duckdb.Error) as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.call_from_thread(self._after_retry, run_id, msg)
+
+    def _after_retry(self, run_id: str, msg: str) -> None:
+        if run_id in self.runs:
+            self.db_runs[run_id] = with_status(self.runs[run_id], "queued")
+            self._set_runs(self.db_runs)
+        if self.controller.running:
+            # The running queue took its run list when it started: restart it to pick this up.
+            self.notify(msg + "; it runs when the queue restarts (r twice)")
+            return
+        self.notify(msg)
+        if self.config_path is not None:
+            self.action_toggle_queue()
+
+    def ask_cancel(self, run_id: str) -> None:
+        """Ask, then cancel a running run (SIGTERM to its worker)."""
+        row = self.runs.get(run_id)
+        if row is None:
+            return
+        if row.status not in CANCELLABLE:
+            self.notify(f"run {run_id} is {row.status}, not running", severity="warning")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.cancel(run_id)
+
+        self.push_screen(ConfirmScreen(
+            f"Cancel run {run_id} ({row.experiment}/{row.loss}/w{row.width:g}/s{row.seed})?\n"
+            "Its worker gets SIGTERM and ends the run as interrupted."), answer)
+
+    def cancel(self, run_id: str) -> None:
+        self._cancel_worker(run_id)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _cancel_worker(self, run_id: str) -> None:
+        db_pid = db_host = None
+        try:
+            if self.db_path.exists():
+                from ncbench.store import read_connection
+
+                with read_connection(self.db_path, timeout=self.lock_timeout) as con:
+                    got = con.execute("SELECT pid, host FROM runs WHERE run_id = ?",
+                                      [run_id]).fetchone()
+                    if got:
+                        db_pid, db_host = got
+            msg = cancel_run(self.workdir, run_id, db_pid=db_pid, db_host=db_host)
+        except (NcbenchError, OSError, duckdb.Error) as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.call_from_thread(self.notify, msg)
+
+    # -- misc -------------------------------------------------------------------------------------
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+        else:
+            self.push_screen(HelpScreen())

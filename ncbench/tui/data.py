@@ -1,0 +1,388 @@
+"""What the TUI reads: plain queries over the results database, no Textual, no torch.
+
+The TUI polls the database about once a second. Each poll opens the file read-only
+(`ncbench.store.read_connection`, which retries while the writer holds it), runs a few queries and
+closes it again, so the `ncbench run` manager that opens-writes-closes the file every second is
+never held up. The queries are shaped for many runs:
+
+* `fetch_runs` — ONE query for the runs table, joined to each run's latest `nc1`/`test_acc`
+  (`arg_max(value, epoch)` over the two metric names), never one query per run;
+* `fetch_series` — the metric rows of one run after the last epoch already held (so a run detail
+  view only fetches new evaluations);
+* comparisons go through `ncbench.report` (one implementation shared with `ncbench report`).
+
+`RunRow` holds one line of the runs view; `RunSeries` a run's metric history, grown in place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ncbench.schema import RUN_STATUSES
+
+__all__ = [
+    "RunRow", "RunSeries", "RunFilter", "SORT_KEYS", "fetch_runs", "fetch_run_detail",
+    "fetch_series", "config_runs", "merge_runs", "status_counts", "sort_rows", "utcnow",
+    "format_duration", "format_metric",
+]
+
+# Statuses a run may be retried from / cancelled in.
+RETRYABLE = ("failed", "diverged", "interrupted")
+CANCELLABLE = ("running",)
+
+
+def utcnow() -> datetime:
+    """The current time as a naive UTC datetime (how the store writes TIMESTAMP columns)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run as the runs view shows it.
+
+    `epoch` is the last epoch the run reached (its heartbeat or its last evaluation; None before
+    either), `nc1`/`test_acc` the values at the run's latest evaluation that has them. `in_db` is False for a run declared in
+    the config but not registered in the database yet (shown as queued).
+    """
+
+    run_id: str
+    experiment: str
+    dataset: str
+    model: str
+    loss: str
+    width: float
+    epochs: int
+    seed: int
+    status: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    device: str | None = None
+    error: str | None = None
+    attempt: int = 0
+    epoch: int | None = None
+    nc1: float | None = None
+    test_acc: float | None = None
+    in_db: bool = True
+
+    @property
+    def progress(self) -> float:
+        """Fraction of epochs done, in [0, 1] (1 for a finished `done` run)."""
+        if self.status == "done":
+            return 1.0
+        if not self.epoch or self.epochs <= 0:
+            return 0.0
+        return max(0.0, min(1.0, self.epoch / self.epochs))
+
+    def elapsed(self, now: datetime) -> float | None:
+        """Seconds since the run started (until it finished); None if it never started."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at if (self.finished_at and self.status != "running") else now
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    def eta(self, now: datetime) -> float | None:
+        """Estimated seconds left for a running run: elapsed / epochs done × epochs left."""
+        if self.status != "running" or not self.epoch or self.epoch <= 0:
+            return None
+        elapsed = self.elapsed(now)
+        if elapsed is None:
+            return None
+        left = max(0, self.epochs - self.epoch)
+        return elapsed / self.epoch * left
+
+    def field(self, name: str) -> Any:
+        """A column's value by name (for filters and sorting)."""
+        return getattr(self, name)
+
+
+# -- queries -------------------------------------------------------------------------------
+
+_RUNS_SQL = """
+WITH latest AS (
+    SELECT run_id,
+           max(epoch) AS epoch,
+           arg_max(value, epoch) FILTER (WHERE name = 'nc1' AND value IS NOT NULL) AS nc1,
+           arg_max(value, epoch) FILTER (WHERE name = 'test_acc' AND value IS NOT NULL) AS test_acc
+    FROM metrics
+    WHERE name IN ('nc1', 'test_acc')
+    GROUP BY run_id
+)
+SELECT r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
+       r.started_at, r.finished_at, r.device, r.error, coalesce(r.attempt, 0),
+       greatest(r.last_epoch, l.epoch), l.nc1, l.test_acc
+FROM runs r LEFT JOIN latest l USING (run_id)
+"""
+
+
+def fetch_runs(con: Any, experiments: Iterable[str] | None = None) -> dict[str, RunRow]:
+    """Every run in the database (optionally only these experiments), keyed by run id, with its
+    latest NC1 and test accuracy — one query."""
+    sql, params = _RUNS_SQL, []
+    exps = list(experiments or [])
+    if exps:
+        sql += " WHERE r.experiment IN (" + ", ".join("?" * len(exps)) + ")"
+        params = exps
+    out: dict[str, RunRow] = {}
+    for row in con.execute(sql, params).fetchall():
+        rr = RunRow(
+            run_id=row[0], experiment=row[1], dataset=row[2], model=row[3], loss=row[4],
+            width=float(row[5]), epochs=int(row[6]), seed=int(row[7]), status=row[8],
+            started_at=row[9], finished_at=row[10], device=row[11], error=row[12],
+            attempt=int(row[13] or 0), epoch=row[14], nc1=_num(row[15]), test_acc=_num(row[16]),
+        )
+        out[rr.run_id] = rr
+    return out
+
+
+def fetch_run_detail(con: Any, run_id: str) -> dict[str, Any] | None:
+    """The run's full `runs` row as a dict, with `config` parsed from JSON; None if unknown."""
+    cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    row = cur.fetchone()
+    if row is None:
+        return None
+    names = [d[0] for d in cur.description]
+    out = dict(zip(names, row))
+    cfg = out.get("config")
+    if isinstance(cfg, str):
+        try:
+            out["config"] = json.loads(cfg)
+        except ValueError:
+            pass
+    return out
+
+
+@dataclass
+class RunSeries:
+    """A run's metric history, `name -> (epochs, values)`, grown in place by `fetch_series`.
+
+    `attempt` is the run attempt the history belongs to; when the run is retried (its attempt
+    changes) or its stored history shrinks, the history is fetched again from the start.
+    """
+
+    run_id: str
+    metrics: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    last_epoch: int = -1
+    attempt: int | None = None
+
+    def get(self, name: str) -> tuple[list[int], list[float]]:
+        return self.metrics.get(name, ([], []))
+
+    def reset(self) -> None:
+        self.metrics.clear()
+        self.last_epoch = -1
+
+
+def fetch_series(con: Any, series: RunSeries, attempt: int | None = None) -> int:
+    """Append to `series` the metric rows of its run after `series.last_epoch`; returns how many
+    evaluations (epochs) were added. Starts over when `attempt` differs from the one held or
+    the database holds fewer epochs than `series` does (a retried run)."""
+    if attempt is not None and series.attempt is not None and attempt != series.attempt:
+        series.reset()
+    series.attempt = attempt if attempt is not None else series.attempt
+    if series.last_epoch >= 0:
+        top = con.execute(
+            "SELECT max(epoch) FROM metrics WHERE run_id = ?", [series.run_id]
+        ).fetchone()[0]
+        if top is None or top < series.last_epoch:
+            series.reset()
+    rows = con.execute(
+        "SELECT epoch, name, value FROM metrics WHERE run_id = ? AND epoch > ? "
+        "ORDER BY epoch, name",
+        [series.run_id, series.last_epoch],
+    ).fetchall()
+    added: set[int] = set()
+    for epoch, name, value in rows:
+        xs, ys = series.metrics.setdefault(name, ([], []))
+        xs.append(int(epoch))
+        ys.append(float("nan") if value is None else float(value))
+        added.add(int(epoch))
+    if added:
+        series.last_epoch = max(added)
+    return len(added)
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# -- runs declared in the config ------------------------------------------------------------
+
+def config_runs(config_path: Path | str, experiments: Iterable[str] | None = None) -> list[RunRow]:
+    """The runs `experiments.toml` declares (optionally only these experiments), as queued rows
+    not yet in the database. Uses `ncbench.config` (validation errors propagate as ConfigError)."""
+    from ncbench.config import expand, load_config
+
+    cfg = load_config(Path(config_path))
+    exps = list(experiments or [])
+    specs = expand(cfg, exps or None)
+    rows = []
+    for spec in specs:
+        rows.append(RunRow(
+            run_id=spec.run_id, experiment=spec.experiment, dataset=spec.dataset,
+            model=spec.model, loss=spec.loss, width=float(spec.width), epochs=int(spec.epochs),
+            seed=int(spec.seed), status="queued", in_db=False,
+        ))
+    return rows
+
+
+def merge_runs(db_rows: Mapping[str, RunRow], declared: Iterable[RunRow]) -> dict[str, RunRow]:
+    """Database rows plus the declared runs the database does not hold yet (config order)."""
+    out = dict(db_rows)
+    for row in declared:
+        if row.run_id not in out:
+            out[row.run_id] = row
+    return out
+
+
+def status_counts(rows: Iterable[RunRow]) -> dict[str, int]:
+    """Number of runs per status, every known status present (0 if none), known ones first."""
+    counts = {s: 0 for s in RUN_STATUSES}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    return counts
+
+
+# -- filtering and sorting ------------------------------------------------------------------
+
+_FILTER_KEYS = {
+    "exp": "experiment", "experiment": "experiment", "e": "experiment",
+    "loss": "loss", "l": "loss",
+    "status": "status", "s": "status",
+    "dataset": "dataset", "data": "dataset", "d": "dataset",
+    "model": "model", "m": "model",
+    "width": "width", "w": "width",
+    "seed": "seed",
+    "epochs": "epochs",
+    "device": "device",
+    "id": "run_id", "run": "run_id", "run_id": "run_id",
+}
+_TEXT_FIELDS = ("run_id", "experiment", "dataset", "model", "loss", "status", "device")
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """A filter typed in the runs view: space-separated terms that must all hold.
+
+    `key:value` (or `key=value`) keeps runs whose column equals value — keys `exp`, `loss`,
+    `status`, `dataset`, `model`, `width`, `seed`, `epochs`, `device`, `id`; `value` may list
+    alternatives `ce,fl`; a leading `!` or `-` negates the term. A bare word keeps runs where any
+    text column contains it (case-insensitive). Unknown keys make `error` non-empty.
+    """
+
+    text: str = ""
+    terms: tuple[tuple[str | None, tuple[str, ...], bool], ...] = ()
+    error: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "RunFilter":
+        terms = []
+        errors = []
+        for raw in text.split():
+            neg = raw[0] in "!-" and len(raw) > 1
+            tok = raw[1:] if neg else raw
+            m = re.match(r"^([A-Za-z_]+)[:=](.*)$", tok)
+            if m:
+                key = m.group(1).lower()
+                if key not in _FILTER_KEYS:
+                    errors.append(f"unknown filter key '{key}' (known: exp, loss, status, "
+                                  "dataset, model, width, seed, epochs, device, id)")
+                    continue
+                values = tuple(v.lower() for v in m.group(2).split(",") if v)
+                terms.append((_FILTER_KEYS[key], values, neg))
+            else:
+                terms.append((None, (tok.lower(),), neg))
+        return cls(text=text, terms=tuple(terms), error="; ".join(errors))
+
+    def __call__(self, row: RunRow) -> bool:
+        for key, values, neg in self.terms:
+            if key is None:
+                hit = any(values[0] in str(getattr(row, f) or "").lower() for f in _TEXT_FIELDS)
+            else:
+                hit = any(_value_matches(getattr(row, key), v) for v in values)
+            if hit == neg:
+                return False
+        return True
+
+
+def _value_matches(value: Any, wanted: str) -> bool:
+    if isinstance(value, float):
+        try:
+            return math.isclose(value, float(wanted))
+        except ValueError:
+            return False
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return value == int(wanted)
+        except ValueError:
+            return False
+    return str(value or "").lower() == wanted
+
+
+_STATUS_ORDER = {s: i for i, s in enumerate(("running", "queued", "failed", "diverged",
+                                             "interrupted", "done"))}
+
+# Sort keys offered by the runs view: label -> key function (None values sort last).
+SORT_KEYS: dict[str, Callable[[RunRow], Any]] = {
+    "config": lambda r: (r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed),
+    "status": lambda r: (_STATUS_ORDER.get(r.status, 99), r.experiment, r.loss, r.width, r.seed),
+    "loss": lambda r: (r.loss, r.experiment, r.width, r.seed),
+    "progress": lambda r: r.progress,
+    "nc1": lambda r: r.nc1,
+    "test_acc": lambda r: r.test_acc,
+    "started": lambda r: r.started_at,
+}
+
+
+def sort_rows(rows: Iterable[RunRow], key: str = "config", reverse: bool = False) -> list[RunRow]:
+    """Rows ordered by a `SORT_KEYS` key; rows whose key is None (or NaN) go last either way."""
+    fn = SORT_KEYS[key]
+    have, missing = [], []
+    for row in rows:
+        k = fn(row)
+        (missing if k is None or (isinstance(k, float) and math.isnan(k)) else have).append((k, row))
+    have.sort(key=lambda kr: kr[0], reverse=reverse)
+    return [r for _, r in have] + [r for _, r in missing]
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+def format_duration(seconds: float | None) -> str:
+    """`42s`, `3m05s`, `2h07m`, `3d04h`; `–` for None."""
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def format_metric(value: float | None, kind: str = "g") -> str:
+    """A metric for a table cell: `–` for None, `nan`/`inf` spelled out, accuracies as %."""
+    if value is None:
+        return "–"
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if kind == "%":
+        return f"{100 * value:.1f}%"
+    return f"{value:.3g}"
+
+
+def with_status(row: RunRow, status: str) -> RunRow:
+    """A copy of `row` with another status (for optimistic updates after a control action)."""
+    return replace(row, status=status)

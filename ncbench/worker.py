@@ -1,0 +1,202 @@
+"""The worker process of one run: `python -m ncbench.worker RUN_DIR`.
+
+It reads `RUN_DIR/spec.json`, resumes from `RUN_DIR/checkpoint.pt` if there is one, trains
+(`ncbench.train.train_run`) and reports through `RUN_DIR/events.jsonl` (`ncbench.events`):
+
+- `start` (once setup is done): attempt, host, device, pid, resumed_from_epoch, plus `slot`,
+  `executor`, `cuda_visible_devices` and `threads` as given by the executor;
+- `eval` per evaluation — an epoch already in the log (a resumed run redoing epochs after its
+  last checkpoint) is not logged again;
+- `end`: done | diverged | interrupted | failed (error = one line, `Type: message`; the full
+  traceback goes to stderr, which the local executor sends to `RUN_DIR/worker.log`).
+
+A heartbeat thread rewrites `RUN_DIR/heartbeat.json` every `HEARTBEAT_SECONDS` (pid, host, time,
+epoch = epochs completed, batch, batches, phase) from process start until exit.
+
+Signals: SIGTERM and SIGINT ask for a graceful stop — training stops before its next batch and
+the run ends `interrupted` (resumable from its last checkpoint); further signals are ignored
+(the local executor uses SIGKILL for "stop now"). If `NCBENCH_PARENT_PID` is set (the local
+executor sets it), the worker asks Linux to send it SIGTERM when its parent dies
+(`prctl(PR_SET_PDEATHSIG)`), so a killed manager leaves no orphan training on.
+
+Environment read: `NCBENCH_ATTEMPT` (attempt number; default 1 + the number of `end` events
+already in the log), `NCBENCH_SLOT`, `NCBENCH_EXECUTOR`, `NCBENCH_THREADS` (torch CPU threads),
+`NCBENCH_PARENT_PID`, `CUDA_VISIBLE_DEVICES` (recorded).
+
+Exit codes: 0 done, 1 failed (an exception; `end` written), 2 usage (no/invalid spec.json:
+nothing written), 3 diverged, 4 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+HEARTBEAT_SECONDS = 2.0
+EXIT_CODES = {"done": 0, "failed": 1, "usage": 2, "diverged": 3, "interrupted": 4}
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: SIGTERM this process when its parent (the local manager) dies."""
+    parent = os.environ.get("NCBENCH_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message` (the cause shown in the database and the UI)."""
+    msg = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {msg[0]}" if msg and msg[0] else type(exc).__name__
+    return text[:500]
+
+
+def count_events(run_dir: Path, kind: str) -> int:
+    from ncbench.events import read_events
+
+    return sum(1 for e in read_events(run_dir) if e.get("type") == kind)
+
+
+class WorkerSink:
+    """The `ncbench.train.Sink` of a worker: events to the EventLog, progress to the heartbeat.
+
+    Holds `log` (EventLog), `attempt`, `info` (extra fields of the start event), `logged`
+    (epochs with an eval event already in the log), and the progress the heartbeat reports:
+    `epoch` (completed), `batch`, `batches`, `phase` ("setup" | "train" | "done")."""
+
+    def __init__(self, log, attempt: int, info: dict[str, Any]):
+        from ncbench.events import read_events
+
+        self.log, self.attempt, self.info = log, attempt, info
+        self.logged = {int(e["epoch"]) for e in read_events(log.run_dir)
+                       if e.get("type") == "eval" and "epoch" in e}
+        self.epoch: int | None = None
+        self.batch = 0
+        self.batches = 0
+        self.phase = "setup"
+
+    def start(self, *, device: str, resumed_from_epoch: int | None, **info: Any) -> None:
+        self.epoch = resumed_from_epoch or 0
+        self.phase = "train"
+        self.log.start(self.attempt, device=device, resumed_from_epoch=resumed_from_epoch,
+                       **self.info, **info)
+
+    def eval(self, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch in self.logged:
+            return
+        self.log.eval(epoch, metrics)
+        self.logged.add(epoch)
+
+    def progress(self, epoch: int, batch: int, batches: int) -> None:
+        self.epoch, self.batch, self.batches = epoch, batch, batches
+
+    def beat(self) -> None:
+        self.log.heartbeat(self.epoch, batch=self.batch, batches=self.batches, phase=self.phase,
+                           attempt=self.attempt)
+
+
+class Heartbeat(threading.Thread):
+    """Daemon thread calling `sink.beat()` every `interval` seconds until `stop()`."""
+
+    def __init__(self, sink: WorkerSink, interval: float = HEARTBEAT_SECONDS):
+        super().__init__(name="ncbench-heartbeat", daemon=True)
+        self.sink, self.interval = sink, interval
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                self.sink.beat()
+            except OSError as exc:  # a full disk must not kill training
+                print(f"ncbench worker: heartbeat failed: {exc}", file=sys.stderr, flush=True)
+            if self._halt.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the worker on `argv[0]` (the run dir); returns the exit code (see module doc)."""
+    _set_parent_death_signal()
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print("usage: python -m ncbench.worker RUN_DIR", file=sys.stderr)
+        return EXIT_CODES["usage"]
+    run_dir = Path(argv[0])
+
+    from ncbench.events import EventLog, read_spec
+
+    try:
+        spec = read_spec(run_dir)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"ncbench worker: cannot read {run_dir / 'spec.json'}: {exc}", file=sys.stderr)
+        return EXIT_CODES["usage"]
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        if not stop.is_set():
+            print(f"ncbench worker: {signal.Signals(signum).name} received, stopping before the "
+                  f"next batch", file=sys.stderr, flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    log = EventLog(run_dir, spec.run_id)
+    attempt = int(os.environ.get("NCBENCH_ATTEMPT") or count_events(run_dir, "end") + 1)
+    info = {
+        "slot": os.environ.get("NCBENCH_SLOT"),
+        "executor": os.environ.get("NCBENCH_EXECUTOR"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "threads": int(os.environ["NCBENCH_THREADS"]) if os.environ.get("NCBENCH_THREADS") else None,
+        "host": socket.gethostname(),
+    }
+    sink = WorkerSink(log, attempt, info)
+    beat = Heartbeat(sink)
+    beat.start()
+    print(f"ncbench worker: run {spec.run_id} ({spec.label}), attempt {attempt}, pid {os.getpid()}",
+          file=sys.stderr, flush=True)
+    status, error = "failed", None
+    try:
+        from ncbench.train import train_run
+
+        status = train_run(spec, sink, run_dir=run_dir, should_stop=stop.is_set)
+    except KeyboardInterrupt:
+        status, error = "interrupted", "KeyboardInterrupt"
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the code says it
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+        status, error = "failed", one_line(exc)
+    finally:
+        sink.phase = "done"
+        beat.stop()
+        try:
+            sink.beat()
+        except OSError:
+            pass
+    log.end(status, error=error)
+    print(f"ncbench worker: run {spec.run_id} ended {status}" + (f": {error}" if error else ""),
+          file=sys.stderr, flush=True)
+    return EXIT_CODES[status]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""experiments.toml: loading, validation messages, grid expansion, and stable run ids."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ncbench.config import (
+    BUILTIN_NAMES, KEYS, SWEEP_ORDER, check_datasets, check_runs, default_db_path, expand,
+    load_config, select,
+)
+from ncbench.errors import ConfigError, DatasetNotFoundError
+from ncbench.runs import RunSpec, canonical_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = '''
+[experiments.a]
+dataset = "digits"
+model = "mlp"
+loss = "ce"
+epochs = 3
+'''
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def spec(**kw) -> RunSpec:
+    base = dict(experiment="e", dataset="digits", model="mlp", loss="ce", width=1.0, epochs=3, seed=0)
+    base.update(kw)
+    return RunSpec(**base)
+
+
+# ---------------------------------------------------------------------------------------------
+# the shipped experiments.toml
+# ---------------------------------------------------------------------------------------------
+
+
+def test_shipped_config_demo_is_default_and_small():
+    cfg = load_config(ROOT / "experiments.toml")
+    assert cfg.default == ["demo"]
+    assert cfg.names[0] == "demo"
+    runs = expand(cfg, cfg.default)
+    assert {r.dataset for r in runs} == {"digits"}
+    assert {r.loss for r in runs} == {"ce", "fl", "ls", "mse"}
+    assert len({r.width for r in runs}) >= 2
+    assert {r.seed for r in runs} == {0, 1, 2}
+    assert len(runs) == 4 * len({r.width for r in runs}) * 3
+    # the paper's loss parameters reach the runs of those losses only
+    by_loss = {r.loss: r.loss_params for r in runs}
+    assert by_loss == {"ce": {}, "fl": {"gamma": 3}, "ls": {"alpha": 0.1},
+                       "mse": {"kappa": 1, "beta": 15}}
+
+
+@pytest.mark.parametrize("name,model", [("cifar10", "wrn50"), ("cifar100", "wrn50"),
+                                        ("miniimagenet", "wrn18")])
+def test_shipped_config_paper_grids(name, model):
+    cfg = load_config(ROOT / "experiments.toml")
+    runs = expand(cfg, [name])
+    assert len(runs) == 4 * 4 * 4 * 3
+    assert {r.model for r in runs} == {model}
+    assert {r.dataset for r in runs} == {name}
+    assert sorted({r.width for r in runs}) == [0.25, 0.5, 1.0, 2.0]
+    assert sorted({r.epochs for r in runs}) == [100, 200, 400, 800]
+    assert {r.seed for r in runs} == {0, 1, 2}
+    r = runs[0]  # the paper's recipe
+    assert (r.lr, r.momentum, r.weight_decay, r.grad_clip, r.batch_size, r.val_fraction) == \
+        (0.1, 0.9, 5e-4, 2.0, 128, 0.1)
+    assert r.lr_milestones == (3 / 7, 5 / 7) and r.lr_gamma == 0.1
+    assert len({x.run_id for x in runs}) == len(runs)
+
+
+def test_all_shipped_run_ids_distinct_across_experiments():
+    cfg = load_config(ROOT / "experiments.toml")
+    runs = expand(cfg)
+    assert len({r.run_id for r in runs}) == len(runs) == 24 + 3 * 192
+
+
+def test_default_db_and_workdir_beside_config(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.db_path == tmp_path / "ncbench.duckdb" == default_db_path(cfg.path)
+    assert cfg.workdir == tmp_path / ".ncbench"
+
+
+# ---------------------------------------------------------------------------------------------
+# expansion
+# ---------------------------------------------------------------------------------------------
+
+
+def test_expand_order_seed_slowest_loss_fastest(tmp_path):
+    cfg = load_config(write(tmp_path, BASE.replace('loss = "ce"', 'loss = ["mse", "ce"]')
+                            + "width = [2, 0.5]\nseed = [1, 0]\nepochs_ = 0\n".replace("epochs_ = 0\n", "")))
+    runs = expand(cfg)
+    got = [(r.seed, r.width, r.loss) for r in runs]
+    # seed slowest, then width, loss fastest; values in the order written
+    assert got == [(1, 2.0, "mse"), (1, 2.0, "ce"), (1, 0.5, "mse"), (1, 0.5, "ce"),
+                   (0, 2.0, "mse"), (0, 2.0, "ce"), (0, 0.5, "mse"), (0, 0.5, "ce")]
+    assert SWEEP_ORDER[0] == "seed" and SWEEP_ORDER[1] == "epochs" and SWEEP_ORDER[-1] == "loss"
+    assert sorted(SWEEP_ORDER) == sorted(KEYS)
+
+
+def test_expand_experiments_in_file_order_and_select(tmp_path):
+    text = BASE + BASE.replace("experiments.a", "experiments.b") + \
+        BASE.replace("experiments.a", "experiments.c")
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.names == ["a", "b", "c"]
+    assert cfg.default == ["a"]  # no `default` key: the first experiment
+    assert [r.experiment for r in expand(cfg)] == ["a", "b", "c"]
+    assert [r.experiment for r in expand(cfg, ["c", "a", "c"])] == ["c", "a"]
+    assert select(cfg, None) == ["a", "b", "c"]
+
+
+def test_defaults_apply_and_experiment_overrides(tmp_path):
+    text = "[defaults]\nbatch_size = 64\nlr = [0.1, 0.01]\nseed = [0, 1]\n" + BASE + "lr = 0.5\n"
+    runs = expand(load_config(write(tmp_path, text)))
+    assert [(r.batch_size, r.lr, r.seed) for r in runs] == [(64, 0.5, 0), (64, 0.5, 1)]
+
+
+def test_loss_params_flat_and_per_loss_and_sweep(tmp_path):
+    flat = BASE.replace('loss = "ce"', 'loss = "fl"') + "loss_params = { gamma = 2 }\n"
+    assert [r.loss_params for r in expand(load_config(write(tmp_path, flat)))] == [{"gamma": 2}]
+    per = BASE.replace('loss = "ce"', 'loss = ["ce", "fl", "ls"]') + \
+        'loss_params = { fl = { gamma = 1 }, ls = { alpha = 0.2 } }\n'
+    runs = expand(load_config(write(tmp_path, per)))
+    assert [(r.loss, r.loss_params) for r in runs] == [("ce", {}), ("fl", {"gamma": 1}),
+                                                       ("ls", {"alpha": 0.2})]
+    sweep = BASE.replace('loss = "ce"', 'loss = ["ce", "fl"]') + \
+        'loss_params = [{ fl = { gamma = 1 } }, { fl = { gamma = 5 } }]\n'
+    runs = expand(load_config(write(tmp_path, sweep)))
+    # ce is the same run under both tables: listed once
+    assert [(r.loss, r.loss_params) for r in runs] == [("ce", {}), ("fl", {"gamma": 1}),
+                                                       ("fl", {"gamma": 5})]
+
+
+def test_lr_milestones_value_vs_sweep_and_grad_clip_zero(tmp_path):
+    one = BASE + "lr_milestones = [0.5, 0.75]\ngrad_clip = 0\n"
+    runs = expand(load_config(write(tmp_path, one)))
+    assert len(runs) == 1 and runs[0].lr_milestones == (0.5, 0.75) and runs[0].grad_clip is None
+    two = BASE + "lr_milestones = [[0.5], [0.25, 0.75]]\n"
+    assert [r.lr_milestones for r in expand(load_config(write(tmp_path, two)))] == [(0.5,), (0.25, 0.75)]
+
+
+def test_params_tables_and_import_path_names(tmp_path):
+    text = BASE.replace('model = "mlp"', 'model = "mypkg.models:tiny"') + \
+        "dataset_params = { dim = 8 }\nmodel_params = { depth = 3 }\nper_class = 10\n"
+    r = expand(load_config(write(tmp_path, text)))[0]
+    assert r.model == "mypkg.models:tiny"
+    assert r.dataset_params == {"dim": 8} and r.model_params == {"depth": 3} and r.per_class == 10
+
+
+# ---------------------------------------------------------------------------------------------
+# run ids
+# ---------------------------------------------------------------------------------------------
+
+
+def test_run_id_pinned():
+    """The hashing scheme is a stored contract: changing it orphans every stored result."""
+    s = spec()
+    ident = {"dataset": "digits", "epochs": 3, "experiment": "e", "loss": "ce", "model": "mlp",
+             "seed": 0, "width": 1.0}
+    assert s.identity() == ident
+    expected = hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:12]
+    assert s.run_id == expected
+    assert canonical_json(ident) == ('{"dataset":"digits","epochs":3,"experiment":"e","loss":"ce",'
+                                     '"model":"mlp","seed":0,"width":1.0}')
+
+
+def test_run_id_independent_of_key_order_and_explicit_defaults(tmp_path):
+    a = write(tmp_path, '[experiments.x]\ndataset = "digits"\nmodel = "mlp"\nloss = "ce"\n'
+                        'epochs = 3\nwidth = 1\nseed = 0\n', "a.toml")
+    b = write(tmp_path, '[experiments.x]\nseed = 0\nwidth = 1.0\nepochs = 3\nloss = "ce"\n'
+                        'model = "mlp"\ndataset = "digits"\nbatch_size = 128\nlr = 0.1\n'
+                        'weight_decay = 5e-4\nprecision = "fp32"\nloss_params = {}\n', "b.toml")
+    assert expand(load_config(a))[0].run_id == expand(load_config(b))[0].run_id
+
+
+def test_run_id_changes_with_what_is_computed_not_where():
+    base = spec()
+    for change in (dict(experiment="f"), dict(width=2.0), dict(seed=1), dict(lr=0.05),
+                   dict(loss_params={"gamma": 2}), dict(eval_every=1), dict(precision="bf16"),
+                   dict(grad_clip=None), dict(per_class=5)):
+        assert base.replace(**change).run_id != base.run_id, change
+    for change in (dict(device="cpu"), dict(data_root="/x"), dict(download=True), dict(compile=True)):
+        assert base.replace(**change).run_id == base.run_id, change
+    assert spec(loss_params={"gamma": 3}).run_id == spec(loss_params={"gamma": 3.0}).run_id
+    assert spec(width=1).run_id == spec(width=1.0).run_id
+
+
+def test_adding_a_field_with_default_keeps_run_ids():
+    @dataclasses.dataclass(frozen=True)
+    class Extended(RunSpec):
+        channels_last: bool = False
+
+    old = spec()
+    new = Extended(**old.to_dict())
+    assert new.run_id == old.run_id
+    assert Extended(**old.to_dict(), channels_last=True).run_id != old.run_id
+
+
+def test_spec_roundtrip_and_checks():
+    s = spec(loss_params={"gamma": 2.5}, lr_milestones=(0.5,), per_class=3, data_root="d")
+    d = json.loads(s.to_json())
+    assert RunSpec.from_dict(d) == s
+    assert RunSpec.from_dict({**d, "run_id": s.run_id}).run_id == s.run_id
+    with pytest.raises(ValueError, match="does not match"):
+        RunSpec.from_dict({**d, "run_id": "000000000000"})
+    with pytest.raises(ValueError, match="unknown RunSpec key"):
+        RunSpec.from_dict({**d, "bogus": 1})
+    assert RunSpec.from_dict({**d, "bogus": 1}, strict=False) == s
+    with pytest.raises(ValueError, match="epochs"):
+        spec(epochs=2.5)
+    assert hash(s) == hash(RunSpec.from_dict(d))
+    # the spec holds its own copy of the params
+    params = {"gamma": 1}
+    s2 = spec(loss_params=params)
+    params["gamma"] = 9
+    assert s2.loss_params == {"gamma": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: ConfigError naming file, experiment, key (and line) with the reason
+# ---------------------------------------------------------------------------------------------
+
+BAD = [
+    # (toml text, experiment, key, fragment of the reason, line or None)
+    (BASE.replace("epochs = 3", "epochs = "), None, None, "invalid TOML", 6),
+    (BASE + "epoch = 4\n", "a", "epoch", "did you mean 'epochs'", 7),
+    (BASE.replace('"mlp"', '"mlpp"'), "a", "model", "unknown model 'mlpp' (did you mean 'mlp'?)", 4),
+    (BASE.replace('"ce"', '["ce", "fll"]'), "a", "loss", "unknown loss 'fll' (did you mean 'fl'?)", 5),
+    (BASE.replace('"digits"', '"digts"'), "a", "dataset", "did you mean 'digits'", 3),
+    (BASE.replace("epochs = 3", 'epochs = "ten"'), "a", "epochs", "expected an integer, got 'ten'", 6),
+    (BASE + "width = true\n", "a", "width", "expected a number, got True", 7),
+    (BASE.replace("epochs = 3", "epochs = 0"), "a", "epochs", "must be >= 1", 6),
+    (BASE.replace("epochs = 3", "epochs = -5"), "a", "epochs", "must be >= 1", 6),
+    (BASE + "batch_size = 0\n", "a", "batch_size", "must be >= 1", 7),
+    (BASE + "lr = 0\n", "a", "lr", "must be > 0", 7),
+    (BASE + "seed = []\n", "a", "seed", "empty sweep list", 7),
+    (BASE + "val_fraction = 1.0\n", "a", "val_fraction", "must be in [0, 1)", 7),
+    (BASE + "eval_every = 0\n", "a", "eval_every", "must be >= 1", 7),
+    (BASE.replace('loss = "ce"\n', ""), "a", None, "missing required key 'loss'", 2),
+    (BASE + 'device = ["cpu", "cuda"]\n', "a", "device", "cannot sweep", 7),
+    (BASE + 'device = "gpu"\n', "a", "device", "expected \"auto\"", 7),
+    (BASE + "loss_params = { fll = { gamma = 3 } }\n", "a", "loss_params", "unknown loss 'fll'", 7),
+    (BASE + "loss_params = { gamma = 3, fl = { gamma = 1 } }\n", "a", "loss_params", "mixes", 7),
+    (BASE + "loss_params = 3\n", "a", "loss_params", "expected a table", 7),
+    (BASE + "width = [1, 1]\n", "a", "width", "repeats a value", 7),
+    (BASE + 'precision = "fp33"\n', "a", "precision", "did you mean 'fp32'", 7),
+    ("[defaults]\nepochs = 0\n" + BASE, None, "defaults.epochs", "must be >= 1", 2),
+    (BASE.replace("[experiments.a]", "[experimets.a]"), None, "experimets", "did you mean 'experiments'", None),
+    ("epochs = 3\n" + BASE, None, "epochs", "put it in [defaults]", 1),
+    ("[defaults]\nepochs = 3\n", None, None, "defines no experiment", None),
+    ('default = "b"\n' + BASE, None, "default", "unknown experiment 'b'", 1),
+    (BASE + "[executor.slurmm]\n", None, "executor.slurmm", "did you mean 'slurm'", None),
+]
+
+
+@pytest.mark.parametrize("text,experiment,key,fragment,line", BAD)
+def test_bad_config_messages(tmp_path, text, experiment, key, fragment, line):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    err = info.value
+    assert err.file == str(path)
+    assert err.experiment == experiment
+    assert err.key == key
+    assert fragment in err.reason, err.reason
+    assert err.line == line, str(err)
+    assert str(path) in str(err)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+
+
+def test_unknown_experiment_suggests_closest(tmp_path):
+    cfg = load_config(write(tmp_path, BASE.replace("experiments.a", "experiments.demo")))
+    with pytest.raises(ConfigError, match=r"unknown experiment 'dmeo' \(did you mean 'demo'\?\)"):
+        expand(cfg, ["dmeo"])
+
+
+# ---------------------------------------------------------------------------------------------
+# names, pre-flight checks, imports
+# ---------------------------------------------------------------------------------------------
+
+
+def test_builtin_names_match_registries():
+    losses = pytest.importorskip("ncbench.losses")
+    models = pytest.importorskip("ncbench.models")
+    data = pytest.importorskip("ncbench.data")
+    assert set(BUILTIN_NAMES["loss"]) == set(losses.loss_names())
+    assert set(BUILTIN_NAMES["model"]) == set(models.model_names())
+    assert set(BUILTIN_NAMES["dataset"]) == set(data.dataset_names())
+
+
+def test_config_does_not_import_torch():
+    code = ("import sys; from ncbench.config import load_config, expand; "
+            f"expand(load_config({str(ROOT / 'experiments.toml')!r})); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_check_datasets_absent_dataset_names_path(tmp_path):
+    pytest.importorskip("ncbench.data")
+    text = BASE.replace('"digits"', '"cifar10"').replace('"mlp"', '"resnet18"') + \
+        f'data_root = "{tmp_path / "nodata"}"\n'
+    specs = expand(load_config(write(tmp_path, text)))
+    with pytest.raises(DatasetNotFoundError) as info:
+        check_datasets(specs)
+    assert str(tmp_path / "nodata") in str(info.value)
+    check_datasets(expand(load_config(write(tmp_path, BASE, "ok.toml"))))  # digits: bundled
+
+
+def test_check_runs_rejects_bad_loss_params(tmp_path):
+    pytest.importorskip("ncbench.losses")
+    text = BASE.replace('"ce"', '"fl"') + "loss_params = { gama = 3 }\n"
+    cfg = load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError) as info:
+        check_runs(expand(cfg), cfg)
+    assert info.value.key == "loss_params" and "gama" in str(info.value)
+    check_runs(expand(load_config(ROOT / "experiments.toml")))

@@ -1,0 +1,359 @@
+"""`ncbench.report` and `ncbench report`: numbers against direct SQL over `results`, output shapes.
+
+Most tests use a synthetic database built with the real schema and INSERTs (tests/_report_data.py:
+several losses, widths, epochs and seeds, an unfinished and a failed run, NaN metrics, a
+single-seed cell, a second experiment sweeping lr). `test_real_runs_*` build the database from
+real tiny `ncbench run` runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from _report_data import LOSSES, make_synthetic_db
+from ncbench import report, schema
+from ncbench.errors import NcbenchError, UnknownNameError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory) -> Path:
+    return make_synthetic_db(tmp_path_factory.mktemp("report") / "ncbench.duckdb")
+
+
+@pytest.fixture()
+def con(db):
+    c = duckdb.connect(str(db), read_only=True)
+    yield c
+    c.close()
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ncbench", "report", *args], capture_output=True,
+                          text=True, cwd=cwd or ROOT, timeout=120)
+
+
+def sql_cell(con, experiment, loss, width, epochs, metric="test_acc_at_best_val", statuses=("done",),
+             extra=""):
+    """Mean, sample std, count of `metric` straight from `results` — the reference."""
+    st = ", ".join(f"'{s}'" for s in statuses)
+    return con.execute(
+        f"SELECT avg({metric}), stddev_samp({metric}), count({metric}) FROM results "
+        f"WHERE experiment = ? AND loss = ? AND width = ? AND epochs = ? AND status IN ({st}) "
+        f"AND {metric} IS NOT NULL AND NOT isnan({metric}) {extra}",
+        [experiment, loss, width, epochs],
+    ).fetchone()
+
+
+def assert_stats_match(stats, ref):
+    mean, std, n = ref
+    if n == 0:
+        assert stats is None
+        return
+    assert stats.n_seeds == n
+    assert stats.mean == pytest.approx(mean, rel=1e-12, abs=1e-15)
+    if n == 1:
+        assert stats.std is None
+    else:
+        assert stats.std == pytest.approx(std, rel=1e-9, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------------
+# the data API
+# ------------------------------------------------------------------------------------------
+
+
+def test_accuracy_table_matches_sql(con):
+    (block,) = report.accuracy_table(con, ["grid"])
+    assert block.experiment == "grid" and block.fixed == {"dataset": "digits", "model": "mlp"}
+    assert block.row_key == "width" and block.col_key == "epochs"
+    assert block.row_values == [0.5, 2.0] and block.col_values == [4, 8]
+    assert block.losses == list(LOSSES)
+    checked = 0
+    for loss in LOSSES:
+        for i, w in enumerate(block.row_values):
+            for j, e in enumerate(block.col_values):
+                assert_stats_match(block.cells[loss][i][j], sql_cell(con, "grid", loss, w, e))
+                checked += 1
+    assert checked == 12
+    # spread = max − min of the cell means across losses
+    for i in range(2):
+        for j in range(2):
+            means = [block.cells[l][i][j].mean for l in LOSSES]
+            assert block.spread[i][j] == pytest.approx(max(means) - min(means))
+    # the running and the failed run are not counted
+    assert block.n_excluded == 2
+    assert block.n_runs == con.execute("SELECT count(*) FROM runs WHERE experiment='grid'").fetchone()[0]
+
+
+def test_unfinished_nan_and_single_seed_cells(con):
+    (block,) = report.accuracy_table(con, ["grid"])
+    rows, cols = block.row_values, block.col_values
+    # mse / width 2 / 8 epochs: seed 2 is still running → 2 seeds
+    assert block.cells["mse"][rows.index(2.0)][cols.index(8)].n_seeds == 2
+    # ce / 2 / 8 has 4 done runs, one with NaN validation accuracy (no best epoch) → 3 counted
+    assert block.cells["ce"][rows.index(2.0)][cols.index(8)].n_seeds == 3
+    # fl / 0.5 / 4 has one seed: std is None, shown as the mean alone
+    single = block.cells["fl"][rows.index(0.5)][cols.index(4)]
+    assert single.n_seeds == 1 and single.std is None
+    assert report.fmt_pct(single) == f"{100 * single.mean:.1f} (1)"
+    # --include-unfinished counts the running mse run (its partial best-val test accuracy)
+    (incl,) = report.accuracy_table(con, ["grid"], include_unfinished=True)
+    ref = sql_cell(con, "grid", "mse", 2.0, 8, statuses=("done", "running"))
+    assert_stats_match(incl.cells["mse"][rows.index(2.0)][cols.index(8)], ref)
+    assert incl.n_excluded == 0
+
+
+def test_cell_stats_is_sample_std():
+    xs = [0.81, 0.83, 0.86]
+    s = report.cell_stats(xs + [float("nan"), None])
+    assert s.n_seeds == 3
+    assert s.mean == pytest.approx(statistics.fmean(xs))
+    assert s.std == pytest.approx(statistics.stdev(xs))
+    assert report.cell_stats([float("nan")]) is None
+    assert report.cell_stats([0.5, 0.5]) == report.CellStats(0.5, 0.0, 2)
+
+
+def test_blocks_split_on_swept_config_key(con):
+    blocks = report.accuracy_table(con, ["lrsweep"])
+    assert [b.fixed["lr"] for b in blocks] == [0.01, 0.1]
+    for b in blocks:
+        ref = sql_cell(con, "lrsweep", "ce", 1.0, 4,
+                       extra=f"AND (config->>'lr')::DOUBLE = {b.fixed['lr']}")
+        assert_stats_match(b.cells["ce"][0][0], ref)
+        assert b.spread == [[None]]  # one loss: no spread
+    # the swept key as rows: one block, lr becomes the row axis
+    (b,) = report.accuracy_table(con, ["lrsweep"], rows="lr", cols="width")
+    assert b.row_values == [0.01, 0.1] and b.col_values == [1.0] and "lr" not in b.fixed
+
+
+def test_derived_config_values_do_not_split_blocks(con):
+    # lr_milestones follows epochs in the synthetic configs: still one grid block
+    assert len(report.accuracy_table(con, ["grid"])) == 1
+    assert report.configurations(con, "grid") == [
+        {"width": w, "epochs": e} for w in (0.5, 2.0) for e in (4, 8)]
+
+
+def test_rows_cols_any_keys(con):
+    (b,) = report.accuracy_table(con, ["grid"], rows="epochs", cols="width")
+    assert b.row_values == [4, 8] and b.col_values == [0.5, 2.0]
+    # a key that was not swept gives a single row; width, no longer an axis, is never pooled
+    # across as if it were seeds: it splits the table into one block per width
+    blocks = report.accuracy_table(con, ["grid"], rows="batch_size", cols="epochs")
+    assert [b2.fixed["width"] for b2 in blocks] == [0.5, 2.0]
+    for b2 in blocks:
+        assert b2.row_values == [128] and b2.col_values == [4, 8]
+        assert_stats_match(b2.cells["ce"][0][0], sql_cell(con, "grid", "ce", b2.fixed["width"], 4))
+    assert "width=2" in blocks[1].label
+    with pytest.raises(UnknownNameError, match="did you mean 'width'"):
+        report.accuracy_table(con, rows="widht")
+    with pytest.raises(NcbenchError, match="loss"):
+        report.accuracy_table(con, rows="loss")
+    with pytest.raises(NcbenchError, match="different"):
+        report.accuracy_table(con, rows="width", cols="width")
+
+
+def test_where_filters_and_guards(con):
+    (b,) = report.accuracy_table(con, ["grid"], where="loss <> 'fl' AND width >= 1")
+    assert b.losses == ["ce", "mse"] and b.row_values == [2.0]
+    # runs-only columns (not in `results`) are usable too
+    assert report.accuracy_table(con, where="host = 'nohost'") == []
+    for bad in ("width > 1; DROP TABLE runs", "1=1) UNION SELECT 1 --", "widht > 1", "width >"):
+        with pytest.raises(NcbenchError):
+            report.accuracy_table(con, where=bad)
+    with pytest.raises(UnknownNameError, match="grid"):
+        report.accuracy_table(con, ["gird"])
+
+
+def test_nc_table_matches_sql(con):
+    (block,) = report.nc_table(con, ["grid"])
+    assert block.metrics == list(report.NC_METRICS)
+    assert len(block.rows) == 2 * 2 * 3
+    for r in block.rows:
+        for m in block.metrics:
+            assert_stats_match(r.stats[m], sql_cell(con, "grid", r.loss, r.row_value, r.col_value, m))
+    # NC2 was NaN at epoch 2 only: the final value is finite
+    assert all(r.stats["final_nc2"] is not None for r in block.rows)
+
+
+def test_curves_match_sql(con):
+    data = report.curves(con, "grid", "nc1")
+    assert list(data) == list(LOSSES)
+    for loss, c in data.items():
+        assert isinstance(c, report.Curve)
+        ref = con.execute(
+            "SELECT e.epoch, avg(e.nc1), min(e.nc1), max(e.nc1), count(*) FROM epochs e "
+            "JOIN runs r USING (run_id) WHERE r.experiment='grid' AND r.loss=? AND r.width=2 "
+            "AND r.epochs=8 AND r.status='done' AND NOT isnan(e.nc1) GROUP BY 1 ORDER BY 1",
+            [loss]).fetchall()
+        assert c.epochs == [r[0] for r in ref]
+        assert c.mean == pytest.approx([r[1] for r in ref])
+        assert c.min == pytest.approx([r[2] for r in ref])
+        assert c.max == pytest.approx([r[3] for r in ref])
+        assert c.n_seeds == [r[4] for r in ref]
+    # NaN entries (nc2 at epoch 2) are skipped, not averaged
+    nc2 = report.curves(con, "grid", "nc2", select={"width": 0.5, "epochs": 4})
+    assert 2 not in nc2["ce"].epochs and nc2["ce"].epochs == [1, 3, 4]
+    # live view: running runs included
+    live = report.curves(con, "grid", "test_acc", include_unfinished=True)
+    assert max(live["mse"].n_seeds) == 3
+    with pytest.raises(UnknownNameError):
+        report.curves(con, "grid", "nc9")
+
+
+def test_empty_database(tmp_path):
+    path = tmp_path / "empty.duckdb"
+    c = duckdb.connect(str(path))
+    schema.apply(c)
+    c.close()
+    with duckdb.connect(str(path), read_only=True) as c:
+        rep = report.build_report(c)
+        assert rep.accuracy == [] and rep.nc == []
+        for fmt in report.FORMATS:
+            assert isinstance(report.render(rep, fmt), str)
+        with pytest.raises(UnknownNameError, match="experiment 'x'"):
+            report.curves(c, "x", "nc1")
+    out = cli("--db", str(path), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["accuracy"] == []
+
+
+# ------------------------------------------------------------------------------------------
+# renderers and the CLI
+# ------------------------------------------------------------------------------------------
+
+
+def test_cli_json_matches_sql(db, con):
+    out = cli("--db", str(db), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    grid = [b for b in data["accuracy"] if b["experiment"] == "grid"][0]
+    for loss in grid["losses"]:
+        for i, w in enumerate(grid["row_values"]):
+            for j, e in enumerate(grid["col_values"]):
+                cell = grid["cells"][loss][i][j]
+                ref = sql_cell(con, "grid", loss, w, e)
+                assert cell["n_seeds"] == ref[2]
+                assert cell["mean"] == pytest.approx(ref[0])  # fractions, not percent
+                assert (cell["std"] is None) == (ref[2] == 1)
+    nc = [b for b in data["nc"] if b["experiment"] == "grid"][0]
+    row = nc["rows"][0]
+    ref = sql_cell(con, "grid", row["loss"], row["row_value"], row["col_value"], "final_nc1")
+    assert row["stats"]["final_nc1"]["mean"] == pytest.approx(ref[0])
+
+
+def test_cli_csv_matches_sql(db, con, tmp_path):
+    target = tmp_path / "out" / "report.csv"
+    out = cli("--db", str(db), "grid", "--format", "csv", "--output", str(target))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ""
+    recs = list(csv.DictReader(io.StringIO(target.read_text())))
+    assert tuple(recs[0]) == report.CSV_COLUMNS
+    acc = [r for r in recs if r["table"] == "accuracy"]
+    assert len(acc) == 3 * 2 * 2
+    for r in acc:
+        ref = sql_cell(con, "grid", r["loss"], float(r["row"]), int(r["col"]))
+        assert int(r["n_seeds"]) == ref[2]
+        assert float(r["mean"]) == pytest.approx(ref[0])
+        assert (r["std"] == "") == (ref[2] == 1)
+        assert r["spread"] != ""
+    ncr = [r for r in recs if r["table"] == "nc"]
+    assert {r["metric"] for r in ncr} == set(report.NC_METRICS)
+    for r in ncr:
+        ref = sql_cell(con, "grid", r["loss"], float(r["row"]), int(r["col"]), r["metric"])
+        assert float(r["mean"]) == pytest.approx(ref[0])
+
+
+def _md_tables(text: str) -> list[list[list[str]]]:
+    tables, cur = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cur.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+        elif cur:
+            tables.append(cur)
+            cur = []
+    return tables
+
+
+def test_md_shape(con):
+    rep = report.build_report(con, ["grid"])
+    text = report.render(rep, "md")
+    acc, nc = _md_tables(text)
+    assert acc[0] == ["loss", "width", "epochs=4", "epochs=8"]
+    assert set(acc[1]) <= {"---", "---:"}
+    body = acc[2:]
+    assert len(body) == 3 * 2 + 2 and all(len(r) == 4 for r in body)
+    assert [r[0] for r in body[-2:]] == ["spread (max−min)"] * 2
+    # the cell text is the percent of the SQL mean with one decimal
+    ref = sql_cell(con, "grid", "ce", 0.5, 4)
+    assert body[0][2].startswith(f"{100 * ref[0]:.1f} ± {100 * ref[1]:.1f} ({ref[2]})")
+    assert nc[0] == ["width", "epochs", "loss", "NC1", "NC2", "NC3", "NC4", "test NC1"]
+    assert len(nc) - 2 == 12 and all(len(r) == 8 for r in nc[2:])
+    assert "unfinished run(s) not counted" in text
+
+
+def test_missing_cell_shows_dash(con):
+    (b,) = report.accuracy_table(con, ["grid"], where="NOT (loss = 'ce' AND width = 2 AND epochs = 4)")
+    header, lines = report.accuracy_grid(b)
+    ce_w2 = [ln for ln in lines if ln[0] == "ce" and ln[1] == "2"][0]
+    assert ce_w2[2] == report.MISSING
+    assert b.cells["ce"][1][0] is None
+    # spread over the two remaining losses only
+    assert b.spread[1][0] == pytest.approx(abs(b.cells["fl"][1][0].mean - b.cells["mse"][1][0].mean))
+
+
+def test_latex_shape(con):
+    text = report.render(report.build_report(con), "latex")
+    assert text.count(r"\begin{tabular}") == text.count(r"\end{tabular}") == 6
+    for env in re.findall(r"\\begin\{tabular\}\{(\w+)\}(.*?)\\end\{tabular\}", text, re.S):
+        spec, body = env
+        rows = [ln for ln in body.splitlines() if ln.endswith(r"\\")]
+        assert rows
+        for ln in rows:
+            assert ln.count(" & ") + 1 == len(spec), ln
+    assert "±" not in text and "—" not in text and r"$\pm$" in text
+    assert "%" not in text.replace(r"\%", "")
+
+
+def test_cli_table_default_and_bad_input(db):
+    out = cli("--db", str(db), "grid")
+    assert out.returncode == 0, out.stderr
+    assert "spread (max−min)" in out.stdout and "test accuracy" in out.stdout
+    bad = cli("--db", str(db), "--where", "width > 1; DROP TABLE runs")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--where" in bad.stderr
+    bad = cli("--db", str(db), "--where", "widht > 1")
+    assert bad.returncode == 2 and "width" in bad.stderr and "Traceback" not in bad.stderr
+    bad = cli("--db", str(db), "--format", "xlsx")
+    assert bad.returncode == 2 and "format" in bad.stderr
+    bad = cli("--db", str(db.parent / "nope.duckdb"))
+    assert bad.returncode == 2 and "no results yet" in bad.stderr
+    with duckdb.connect(str(db), read_only=True) as c:  # nothing was dropped
+        assert c.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+
+
+def test_views_never_import_torch(db, tmp_path):
+    code = (
+        "import sys\n"
+        "from ncbench.cli import main\n"
+        f"try:\n    main(['report', 'lrsweep', '--db', {str(db)!r}, '-f', 'md', '--figures', {str(tmp_path)!r}])\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "import ncbench.report, ncbench.figures\n"
+        "print('torch' in sys.modules, 'ncbench.train' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False False"
+    assert list(tmp_path.glob("*_fig1_nc.png"))

@@ -1,0 +1,313 @@
+"""The DuckDB store: registration, idempotent ingestion, views, and the one-writer protocol
+(tested with a real concurrent writer process)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ncbench.errors import StoreError
+from ncbench.events import EventLog, write_spec
+from ncbench.runs import RunSpec
+from ncbench.store import (
+    STATS, Store, latest_metrics, query_dicts, query_runs, read_connection, run_sql, status_rows,
+)
+
+
+def make_specs(n: int = 3, experiment: str = "e") -> list[RunSpec]:
+    return [RunSpec(experiment=experiment, dataset="digits", model="mlp", loss=loss, width=0.5,
+                    epochs=10, seed=s) for s in range(n) for loss in ("ce",)]
+
+
+def rows(db: Path, sql: str, params=None) -> list[tuple]:
+    with read_connection(db) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def fake_run(workdir: Path, spec: RunSpec, evals: dict[int, dict], end: str | None = "done",
+             attempt: int = 1) -> Path:
+    run_dir = workdir / "runs" / spec.run_id
+    write_spec(run_dir, spec)
+    log = EventLog(run_dir)
+    log.start(attempt, host="hostA", device="cpu", pid=123)
+    for epoch, metrics in evals.items():
+        log.eval(epoch, metrics)
+        log.heartbeat(epoch)
+    if end:
+        log.end(end, error=None if end == "done" else "boom")
+    return run_dir
+
+
+def test_register_runs_inserts_queued_and_never_clobbers(tmp_path):
+    db = tmp_path / "sub" / "ncbench.duckdb"
+    store = Store(db)
+    specs = make_specs(3)
+    assert store.register_runs(specs) == 3
+    assert store.register_runs(specs + specs) == 0
+    got = rows(db, "SELECT run_id, experiment, dataset, model, loss, width, epochs, seed, status, "
+                   "attempt FROM runs ORDER BY seed")
+    assert got == [(s.run_id, "e", "digits", "mlp", "ce", 0.5, 10, s.seed, "queued", 0) for s in specs]
+    assert store.set_status(specs[0].run_id, "done", host="h", slot=1, attempt=2)
+    assert store.register_runs(specs) == 0
+    assert rows(db, "SELECT status, host, slot, attempt FROM runs WHERE run_id = ?",
+                [specs[0].run_id]) == [("done", "h", "1", 2)]
+    with read_connection(db) as con:
+        cfg = query_runs(con, run_ids=[specs[1].run_id])[0]["config"]
+    assert RunSpec.from_dict(cfg) == specs[1]
+
+
+def test_set_status_validates(tmp_path):
+    store = Store(tmp_path / "db.duckdb")
+    store.register_runs(make_specs(1))
+    with pytest.raises(ValueError, match="status must be one of"):
+        store.set_status(make_specs(1)[0].run_id, "finished")
+    with pytest.raises(ValueError, match="unknown runs column"):
+        store.set_status(make_specs(1)[0].run_id, "running", colour="red")
+    assert store.set_status("nonexistent", "running") is False
+    store.set_status(make_specs(1)[0].run_id, "running", heartbeat_at="2024-01-02T03:04:05+02:00",
+                     slurm_job_id=77)
+    assert rows(tmp_path / "db.duckdb", "SELECT heartbeat_at::VARCHAR, slurm_job_id FROM runs") == \
+        [("2024-01-02 01:04:05", "77")]
+
+
+def test_ingest_metrics_status_and_views(tmp_path):
+    db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
+    store = Store(db)
+    a, b, c = make_specs(3)
+    store.register_runs([a, b, c])
+    fake_run(work, a, {5: {"train_acc": 0.8, "val_acc": 0.7, "test_acc": 0.65, "nc1": 2.0, "lr": 0.1},
+                       10: {"train_acc": 1.0, "val_acc": 0.6, "test_acc": 0.62, "nc1": 0.5,
+                            "nc4": float("nan")}})
+    fake_run(work, b, {5: {"train_acc": 0.5, "train_loss": float("inf")}}, end=None)
+    fake_run(work, c, {5: {"val_acc": 0.1}}, end="diverged")
+    res = store.sync(work)
+    assert res.runs_seen == 3 and res.metrics_written == 5 + 5 + 2 + 1
+    got = dict(rows(db, "SELECT run_id, status FROM runs"))
+    assert got == {a.run_id: "done", b.run_id: "running", c.run_id: "diverged"}
+    r = query(db, "SELECT * FROM runs WHERE run_id = ?", [a.run_id])[0]
+    assert (r["host"], r["device"], r["pid"], r["attempt"], r["last_epoch"]) == ("hostA", "cpu", 123, 1, 10)
+    assert r["started_at"] <= r["finished_at"] and r["heartbeat_at"] is not None and r["error"] is None
+    assert query(db, "SELECT error FROM runs WHERE run_id = ?", [c.run_id])[0]["error"] == "boom"
+    # epochs view: one wide row per (run, epoch); non-finite values kept
+    e = query(db, "SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", [a.run_id])
+    assert [(x["epoch"], x["train_acc"], x["test_acc"], x["nc1"]) for x in e] == \
+        [(5, 0.8, 0.65, 2.0), (10, 1.0, 0.62, 0.5)]
+    assert math.isnan(e[1]["nc4"]) and e[0]["lr"] == 0.1
+    assert query(db, "SELECT train_loss FROM epochs WHERE run_id = ?", [b.run_id])[0]["train_loss"] == math.inf
+    # results view: best validation epoch's test accuracy vs the final one
+    res_a = query(db, "SELECT * FROM results WHERE run_id = ?", [a.run_id])[0]
+    assert (res_a["best_epoch"], res_a["best_val_acc"], res_a["test_acc_at_best_val"]) == (5, 0.7, 0.65)
+    assert (res_a["final_epoch"], res_a["final_test_acc"], res_a["final_nc1"]) == (10, 0.62, 0.5)
+    assert query(db, "SELECT count(*) AS n FROM results")[0]["n"] == 3
+
+
+def query(db, sql, params=None):
+    with read_connection(db) as con:
+        return query_dicts(con, sql, params)
+
+
+def test_ingest_is_idempotent_and_incremental(tmp_path):
+    db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
+    (spec,) = make_specs(1)
+    run_dir = fake_run(work, spec, {1: {"a": 1.0}, 2: {"a": 2.0}}, end=None)
+    store = Store(db)
+    assert store.sync(work).metrics_written == 2
+    assert store.sync(work).metrics_written == 0  # nothing new was appended
+    log = EventLog(run_dir)
+    log.eval(3, {"a": 3.0, "b": 1.0})
+    assert store.sync(work, [spec.run_id]).metrics_written == 2
+    # a fresh Store (another manager process) re-reads everything: no duplicates
+    Store(db).sync(work)
+    store.reset_offsets()
+    store.sync(work)
+    assert rows(db, "SELECT epoch, name, value FROM metrics ORDER BY epoch, name") == \
+        [(1, "a", 1.0), (2, "a", 2.0), (3, "a", 3.0), (3, "b", 1.0)]
+    assert rows(db, "SELECT count(*) FROM (SELECT DISTINCT run_id, epoch, name FROM metrics)") == \
+        rows(db, "SELECT count(*) FROM metrics")
+    # a re-logged epoch (e.g. after a resume) replaces the value, never duplicates it
+    log.eval(3, {"a": 3.5})
+    store.sync(work)
+    assert rows(db, "SELECT value FROM metrics WHERE epoch = 3 AND name = 'a'") == [(3.5,)]
+    # a half-written line is not ingested until complete
+    with open(run_dir / "events.jsonl", "ab") as f:
+        f.write(b'{"type": "eval", "run_id": "x", "epoch": 4, "metrics": {"a": 4')
+    assert store.sync(work).metrics_written == 0
+    with open(run_dir / "events.jsonl", "ab") as f:
+        f.write(b'.0}}\n')
+    assert store.sync(work).metrics_written == 1
+    assert rows(db, "SELECT max(epoch), count(*) FROM metrics") == [(4, 5)]
+
+
+def test_resume_start_after_end_is_running_then_done(tmp_path):
+    db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
+    (spec,) = make_specs(1)
+    run_dir = fake_run(work, spec, {5: {"a": 1.0}}, end="interrupted")
+    store = Store(db)
+    store.sync(work)
+    assert rows(db, "SELECT status, attempt, finished_at IS NOT NULL FROM runs") == [("interrupted", 1, True)]
+    log = EventLog(run_dir)
+    log.start(2, device="cuda:0", resumed_from_epoch=5)
+    store.sync(work)
+    assert rows(db, "SELECT status, attempt, device, finished_at, error FROM runs") == \
+        [("running", 2, "cuda:0", None, None)]
+    log.heartbeat(7)
+    store.sync(work)
+    assert rows(db, "SELECT last_epoch FROM runs") == [(7,)]
+    log.eval(10, {"a": 2.0})
+    log.end("done")
+    store.sync(work)
+    assert rows(db, "SELECT status, last_epoch FROM runs") == [("done", 10)]
+
+
+def test_unregistered_run_dir_is_registered_from_spec(tmp_path):
+    db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
+    (spec,) = make_specs(1, experiment="other")
+    fake_run(work, spec, {1: {"a": 1.0}})
+    (work / "runs" / "junk").mkdir()  # no spec.json: skipped
+    Store(db).sync(work)
+    assert rows(db, "SELECT run_id, experiment, status FROM runs") == [(spec.run_id, "other", "done")]
+
+
+def test_failed_session_rolls_back_and_keeps_offsets(tmp_path):
+    db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
+    (spec,) = make_specs(1)
+    fake_run(work, spec, {1: {"a": 1.0}})
+    store = Store(db)
+    store.register_runs([])  # creates the schema
+    with pytest.raises(RuntimeError):
+        with store.write() as w:
+            w.sync(work)
+            raise RuntimeError("crash inside the session")
+    assert rows(db, "SELECT count(*) FROM metrics") == [(0,)]
+    assert store.sync(work).metrics_written == 1  # not skipped by a remembered offset
+
+
+def test_readers_never_create_files(tmp_path):
+    db = tmp_path / "none.duckdb"
+    with pytest.raises(StoreError, match=r"no results yet.*ncbench run"):
+        with read_connection(db):
+            pass
+    with pytest.raises(StoreError, match="no results yet"):
+        run_sql(db, "SELECT 1")
+    assert status_rows(make_specs(2), db)[0]["status"] == "queued"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_an_ncbench_database(tmp_path):
+    junk = tmp_path / "junk.duckdb"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open"):
+        with read_connection(junk):
+            pass
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).close()
+    with pytest.raises(StoreError, match="not an ncbench results database"):
+        status_rows([], other)
+    newer = tmp_path / "newer.duckdb"
+    Store(newer).register_runs([])
+    con = duckdb.connect(str(newer))
+    con.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(newer).register_runs([])
+
+
+def test_status_rows_merge_config_and_db(tmp_path):
+    db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
+    a, b = make_specs(2)
+    (other,) = make_specs(1, experiment="old")
+    store = Store(db)
+    store.register_runs([a, other])
+    fake_run(work, a, {5: {"test_acc": 0.5, "nc1": 2.0}, 10: {"nc1": 1.0}}, end=None)
+    store.sync(work)
+    got = status_rows([a, b], db)
+    assert [(r["run_id"], r["status"], r["listed"], r["stored"]) for r in got] == \
+        [(a.run_id, "running", True, True), (b.run_id, "queued", True, False),
+         (other.run_id, "queued", False, True)]
+    assert got[0]["progress"] == "10/10" and got[0]["test_acc"] == 0.5 and got[0]["nc1"] == 1.0
+    assert got[0]["heartbeat_age_s"] is not None and got[0]["heartbeat_age_s"] < 60
+    assert [r["run_id"] for r in status_rows([a, b], db, ["e"])] == [a.run_id, b.run_id]
+    with read_connection(db) as con:
+        assert latest_metrics(con, ["nc1"]) == {a.run_id: {"nc1": 1.0}}
+
+
+# ---------------------------------------------------------------------------------------------
+# one writer, many readers: a real concurrent writer process
+# ---------------------------------------------------------------------------------------------
+
+_WRITER = r"""
+import sys, time
+from pathlib import Path
+from ncbench.events import EventLog, write_spec
+from ncbench.runs import RunSpec
+from ncbench.store import Store
+
+db, work, seconds = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+spec = RunSpec(experiment="w", dataset="digits", model="mlp", loss="ce", width=1, epochs=10**6, seed=0)
+run_dir = work / "runs" / spec.run_id
+write_spec(run_dir, spec)
+log = EventLog(run_dir)
+log.start(1, device="cpu")
+store = Store(db)
+store.register_runs([spec])
+print("ready", flush=True)
+end = time.monotonic() + seconds
+epoch = 0
+while time.monotonic() < end:
+    epoch += 1
+    log.eval(epoch, {"train_acc": 0.5, "nc1": 1.0 / epoch})
+    log.heartbeat(epoch)
+    store.sync(work)                                  # open, write, close
+    store.set_status(spec.run_id, "running", slot=epoch % 2)
+print(epoch, flush=True)
+"""
+
+
+def test_concurrent_writer_and_readers(tmp_path):
+    """While a writer process opens-writes-closes in a loop, readers (read_connection in this
+    process, `ncbench sql` / `ncbench status` subprocesses) always succeed and see fresh data."""
+    db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(db), str(work), "5"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    clis: list[subprocess.Popen] = []
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        cli_args = [["sql", "SELECT count(*) AS n FROM epochs", "--format", "csv", "--db", str(db)],
+                    ["status", "--db", str(db), "--json"],
+                    ["sql", "SELECT status, last_epoch FROM runs", "--format", "json", "--db", str(db)]]
+        reads, last = 0, 0
+        retries_before = STATS["lock_retries"]
+        while writer.poll() is None:
+            if reads % 5 == 0 and cli_args:
+                clis.append(subprocess.Popen([sys.executable, "-m", "ncbench", *cli_args.pop(0)],
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                             text=True, cwd=tmp_path))
+            with read_connection(db, timeout=10) as con:
+                n = con.execute("SELECT coalesce(max(epoch), 0) FROM metrics").fetchall()[0][0]
+            assert n >= last  # monotone: never a torn view
+            last, reads = n, reads + 1
+            time.sleep(0.02)
+        out, err = writer.communicate(timeout=60)
+        for p in clis:
+            cout, cerr = p.communicate(timeout=60)
+            assert p.returncode == 0, cerr
+            assert "Traceback" not in cerr and "lock" not in cerr.lower()
+            assert cout.strip()
+    finally:
+        for p in [writer, *clis]:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert writer.returncode == 0, err
+    written = int(out.strip().splitlines()[-1])
+    assert reads > 10 and len(clis) == 3 and 0 < last <= written
+    print(f"reads {reads}, writer syncs {written}, reader lock retries "
+          f"{STATS['lock_retries'] - retries_before}")
+    # after the writer's last sync the data is complete
+    assert rows(db, "SELECT max(epoch), count(*) FROM metrics") == [(written, 2 * written)]
