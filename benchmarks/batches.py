@@ -1,7 +1,7 @@
 """Device-resident batches vs the torchvision DataLoader pipeline (same augmentation).
 
 Times one epoch of CIFAR-10-sized training batches (random uint8 data, 3×32×32, batch 128,
-RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize) delivered on the device:
+RandomCrop(32, padding=4) — or `--size 84 --pad 8` for miniImageNet — + RandomHorizontalFlip + ToTensor + Normalize) delivered on the device:
 
 - baseline: `torch.utils.data.DataLoader` over PIL images with torchvision transforms,
   `--workers` workers, pinned memory, non-blocking copies (the usual recipe);
@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--size", type=int, default=32, help="image side (84 for miniImageNet)")
+    ap.add_argument("--pad", type=int, default=4, help="crop padding (8 for miniImageNet)")
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     ap.add_argument("--max-batches", type=int, default=0, help="stop each pass after this many (0 = epoch)")
     ap.add_argument("--model", default="", help="also time a training step of this model")
@@ -81,17 +83,17 @@ def main() -> None:
     import torchvision.transforms as T
 
     rng = np.random.default_rng(0)
-    x_hwc = rng.integers(0, 256, (args.n, 32, 32, 3), dtype=np.uint8)
+    x_hwc = rng.integers(0, 256, (args.n, args.size, args.size, 3), dtype=np.uint8)
     y = rng.integers(0, 10, args.n)
     x = torch.from_numpy(x_hwc).permute(0, 3, 1, 2).contiguous()
     yt = torch.from_numpy(y)
     mb = args.max_batches or None
 
-    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+    tf = T.Compose([T.RandomCrop(args.size, padding=args.pad), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
     base = torch.utils.data.DataLoader(PILDataset(x_hwc, y, tf), batch_size=args.batch, shuffle=True,
                                        num_workers=args.workers, pin_memory=dev.type == "cuda",
                                        persistent_workers=args.workers > 0)
-    kw = dict(augment=True, pad=4, mean=torch.tensor(MEAN), std=torch.tensor(STD), seed=0)
+    kw = dict(augment=True, pad=args.pad, mean=torch.tensor(MEAN), std=torch.tensor(STD), seed=0)
     dbat = DeviceBatches(x, yt, args.batch, device=dev, **kw)
     dbat_cl = DeviceBatches(x, yt, args.batch, device=dev, channels_last=True, **kw)
     ldr = make_loader(x, yt, args.batch, device=dev, num_workers=args.workers, **kw)
@@ -104,7 +106,7 @@ def main() -> None:
         rows.append((name, n / secs, secs))
     base_rate = rows[0][1]
     print(f"device={dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), "
-          f"N={args.n}, batch={args.batch}, workers={args.workers}, torch {torch.__version__}")
+          f"N={args.n}, {args.size}px pad {args.pad}, batch={args.batch}, workers={args.workers}, torch {torch.__version__}")
     print(f"{'pipeline':40s} {'images/s':>12s} {'s/epoch':>9s} {'× baseline':>11s}")
     for name, rate, secs in rows:
         print(f"{name:40s} {rate:12,.0f} {secs:9.3f} {rate / base_rate:11.1f}")
@@ -112,7 +114,7 @@ def main() -> None:
     if args.model:
         from ncbench.models import make_model
 
-        model = make_model(args.model, 10, args.width).to(dev)
+        model = make_model(args.model, 10, args.width, input_shape=(3, args.size, args.size)).to(dev)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         for cl in (False, True):
             m = model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)

@@ -290,7 +290,8 @@ def make_batches(ds, split: str, batch_size: int, device: str | torch.device = "
     `ds.crop_padding`, `ds.hflip`), reshuffled each epoch from (seed, epoch). `train=False`: in
     order, no augmentation. Device-resident (`DeviceBatches`) when the split's bytes fit
     `max_device_bytes` (default: 4 GiB, and ≤ half the free memory of a CUDA device), else the
-    `make_loader` fallback.
+    `make_loader` fallback. Device copies are made once per (split, device) and kept on `ds`, so
+    the training and evaluation batches of one split share one copy.
     """
     data = ds.split(split)
     dev = torch.device(device)
@@ -303,5 +304,11 @@ def make_batches(ds, split: str, batch_size: int, device: str | torch.device = "
               seed=seed, epoch=epoch, pad=ds.crop_padding, hflip=ds.hflip, drop_last=drop_last and train,
               channels_last=channels_last)
     if nbytes <= limit:
-        return DeviceBatches(data.x, data.y, batch_size, **kw)
+        # One device copy per (split, device), shared by the train and eval iterators of a run.
+        copies = ds.__dict__.setdefault("_device_copies", {})
+        key = (split, str(dev))
+        if key not in copies:
+            copies[key] = (data.x.to(dev), data.y.to(dev))
+        x, y = copies[key]
+        return DeviceBatches(x, y, batch_size, **kw)
     return make_loader(data.x, data.y, batch_size, num_workers=num_workers, **kw)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ncbench.errors import ConfigError, DatasetNotFoundError
+from ncbench.errors import ConfigError, DatasetNotFoundError, closest
 from ncbench.registry import Registry
 
 DatasetFactory = Callable[..., "SplitDataset"]
@@ -140,9 +140,30 @@ def make_dataset(name: str, root: str | os.PathLike | None = None, download: boo
         raise ConfigError(None, f"val_fraction must be in [0, 1), got {val_fraction!r}", key="val_fraction")
     if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
         raise ConfigError(None, f"per_class must be a positive integer, got {per_class!r}", key="per_class")
+    check_keywords(factory, kw, f"dataset '{name}'", skip=("root", "download"))
     root_path = Path(root) if root is not None else default_root()
     raw = factory(root_path, download=download, **kw)
     return finalize(raw, val_fraction=float(val_fraction), data_seed=int(data_seed), per_class=per_class)
+
+
+def check_keywords(factory: Callable, kw: dict, what: str, skip: tuple[str, ...] = ()) -> None:
+    """ConfigError naming the first keyword of `kw` that `factory` does not take (closest suggested)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in params.items() if n not in skip and p.kind in
+             (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for key in kw:
+        if key not in known:
+            hint = closest(key, known)
+            raise ConfigError(None, f"{what} takes no option '{key}'"
+                              + (f" (did you mean '{hint}'?)" if hint else "")
+                              + (f"; its options: {', '.join(known)}" if known else ""), key=key)
 
 
 @dataclass

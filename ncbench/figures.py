@@ -26,13 +26,14 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ncbench import report  # noqa: E402
 
 FIG1_METRICS = (
     ("nc1", r"NC$_1$ = tr($\Sigma_W\Sigma_B^\dagger$)/K (log scale)", "NC1: within-class variability collapse"),
-    ("nc2", r"NC$_2$: ‖WWᵀ/‖WWᵀ‖$_F$ − ETF‖$_F$", "NC2: convergence to simplex ETF"),
-    ("nc3", r"NC$_3$: ‖WH̄/‖WH̄‖$_F$ − ETF‖$_F$", "NC3: convergence to self-duality"),
+    ("nc2", r"NC$_2$ = $\|WW^\top/\|WW^\top\|_F - \mathrm{ETF}\|_F$", "NC2: convergence to simplex ETF"),
+    ("nc3", r"NC$_3$ = $\|W\bar{H}/\|W\bar{H}\|_F - \mathrm{ETF}\|_F$", "NC3: convergence to self-duality"),
 )
 FIG2_METRICS = (
     ("train_acc", "training accuracy (%)", "Training accuracy"),
@@ -88,8 +89,10 @@ def _line_figure(con, experiment: str, panels, *, where: str | None, select, inc
                 hi = np.where(hi > 0, hi, np.nan)
             color = f"C{idx % 10}"
             seeds_seen.update(c.n_seeds)
-            (line,) = ax.plot(x, mean, color=color, marker="o" if len(x) < 15 else None,
-                              markersize=3, label=str(loss))
+            # distinct marker and dash per loss, so overlapping curves stay visible
+            (line,) = ax.plot(x, mean, color=color, label=str(loss),
+                              linestyle=("-", "--", "-.", ":")[idx % 4],
+                              marker="osD^v<>p"[idx % 8] if len(x) < 25 else None, markersize=4)
             if len(x):
                 any_data = any_data or bool(np.isfinite(mean).any())
                 ax.fill_between(x, np.where(np.isfinite(lo), lo, mean), np.where(np.isfinite(hi), hi, mean),
@@ -99,6 +102,7 @@ def _line_figure(con, experiment: str, panels, *, where: str | None, select, inc
             if any(np.isfinite(np.asarray(y, dtype=float)).any() for y in finite):
                 ax.set_yscale("log")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.set_title(panel_title)
         ax.grid(True, alpha=0.3)
@@ -205,6 +209,44 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "experiment"
 
 
+def make_figures(
+    con,
+    experiments: Sequence[str] | None = None,
+    rows: str = "width",
+    cols: str = "epochs",
+    where: str | None = None,
+    *,
+    include_unfinished: bool = False,
+) -> dict[str, Figure]:
+    """Fig. 1–3 of each experiment (all in the database when `experiments` is empty), keyed by
+    file stem `<experiment>_fig1_nc`, `_fig2_accuracy`, `_fig3_heatmap`. All queries happen
+    here, so the caller can close the connection before the (slower) rendering."""
+    report.check_where(where)
+    names = list(experiments) if experiments else report.list_experiments(con)
+    figs: dict[str, Figure] = {}
+    for exp in names:
+        stem = _safe_name(exp)
+        figs[f"{stem}_fig1_nc"] = figure_nc(con, exp, where, include_unfinished=include_unfinished)
+        figs[f"{stem}_fig2_accuracy"] = figure_accuracy(con, exp, where, include_unfinished=include_unfinished)
+        figs[f"{stem}_fig3_heatmap"] = figure_heatmap(con, exp, rows, cols, where,
+                                                      include_unfinished=include_unfinished)
+    return figs
+
+
+def save_figures(figs: Mapping[str, Figure], out_dir: str | Path,
+                 formats: Sequence[str] = FIGURE_FORMATS) -> list[Path]:
+    """Write each figure as `<out_dir>/<stem>.<fmt>`; returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for stem, fig in figs.items():
+        for fmt in formats:
+            path = out / f"{stem}.{fmt}"
+            fig.savefig(path, format=fmt)
+            written.append(path)
+    return written
+
+
 def write_figures(
     con,
     out_dir: str | Path,
@@ -216,22 +258,6 @@ def write_figures(
     include_unfinished: bool = False,
     formats: Sequence[str] = FIGURE_FORMATS,
 ) -> list[Path]:
-    """Write Fig. 1–3 of each experiment (all in the database when `experiments` is empty) as
-    `<out_dir>/<experiment>_fig1_nc.<fmt>`, `_fig2_accuracy`, `_fig3_heatmap`. Returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = list(experiments) if experiments else report.list_experiments(con)
-    report.check_where(where)
-    written: list[Path] = []
-    for exp in names:
-        figs = {
-            "fig1_nc": figure_nc(con, exp, where, include_unfinished=include_unfinished),
-            "fig2_accuracy": figure_accuracy(con, exp, where, include_unfinished=include_unfinished),
-            "fig3_heatmap": figure_heatmap(con, exp, rows, cols, where, include_unfinished=include_unfinished),
-        }
-        for stem, fig in figs.items():
-            for fmt in formats:
-                path = out / f"{_safe_name(exp)}_{stem}.{fmt}"
-                fig.savefig(path, format=fmt)
-                written.append(path)
-    return written
+    """`make_figures` then `save_figures`: `<out_dir>/<experiment>_fig1_nc.<fmt>`, ... ."""
+    figs = make_figures(con, experiments, rows, cols, where, include_unfinished=include_unfinished)
+    return save_figures(figs, out_dir, formats)

@@ -74,6 +74,9 @@ def make_model(name: str, num_classes: int, width: float = 1.0, *,
                           f"got {tuple(input_shape)}", key="input_shape")
     if in_channels is not None:
         kw["in_channels"] = int(in_channels)
+    from ncbench.data import check_keywords
+
+    check_keywords(factory, kw, f"model '{name}'", skip=("num_classes", "width", "input_shape"))
     return factory(num_classes, width, shape, **kw)
 
 

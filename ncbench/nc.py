@@ -29,8 +29,11 @@ Streaming (`CollapseStats`). nc4 needs each sample's nearest *final* class mean,
 computed exactly in one pass without holding the features. Two exact ways are offered:
 
 1. Default: `update(h, y, logits)` per batch accumulates per-class counts, per-class sums and the
-   d × d within-class scatter N·Σ_W (merged batch by batch with Chan et al.'s parallel update, so
-   no large-mean cancellation as in Σ h hᵀ − N μ μᵀ). That gives nc1–nc3 after one pass. For nc4,
+   d × d scatter Σ_i (h_i − s_{y_i})(h_i − s_{y_i})ᵀ about per-class shifts s_k (class k's mean in
+   the first batch that holds it) — one GEMM per batch. N·Σ_W is that minus
+   Σ_k n_k (μ_k − s_k)(μ_k − s_k)ᵀ; since s_k is already close to μ_k, nothing cancels
+   catastrophically (unlike Σ h hᵀ − N μ μᵀ when the features share a large mean). This gives
+   nc1–nc3 after one pass, projecting the scatter on U_r (d²·r work, no inverse). For nc4,
    run a second pass `update_nc4(h, y, logits)` over the same samples (`needs_second_pass` says
    so); it centres with the final means, accumulates q_j and the nc4 mismatches, and from then on
    nc1 uses the second pass's q_j (exact centring) instead of the d × d scatter.
@@ -55,7 +58,10 @@ __all__ = ["METRIC_KEYS", "CollapseStats", "collapse_metrics", "simplex_etf"]
 METRIC_KEYS = ("nc1", "nc2", "nc3", "nc4", "nc2_centered", "nc3_centered")
 
 _F64 = torch.float64
-_CHUNK_ELEMENTS = 1 << 23  # rows per float64 chunk = this // d  (64 MiB of float64)
+# Rows per float64 working chunk = this // d: 4 MiB on CPU (stays in cache between the conversion,
+# the subtraction and the reduction), 128 MiB on accelerators (fewer, larger kernels).
+_CHUNK_ELEMENTS = {"cpu": 1 << 19}
+_CHUNK_ELEMENTS_DEFAULT = 1 << 24
 
 
 def simplex_etf(num_classes: int, *, dtype: torch.dtype = _F64, device: Any = None) -> torch.Tensor:
@@ -102,8 +108,8 @@ def _check_features(features: torch.Tensor, dim: int, where: str) -> None:
         raise ValueError(f"{where}: features must be floating point, got {features.dtype}")
 
 
-def _row_chunks(n: int, d: int):
-    step = max(1, _CHUNK_ELEMENTS // max(1, d))
+def _row_chunks(n: int, d: int, device: torch.device):
+    step = max(1, _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS_DEFAULT) // max(1, d))
     for start in range(0, n, step):
         yield slice(start, min(n, start + step))
 
@@ -127,24 +133,29 @@ class _Basis:
     rank: int  # r: directions kept by the rank tolerance
     finite: bool  # False when the features held NaN/inf
 
+    @property
+    def global_mean(self) -> torch.Tensor:
+        return (self.counts.unsqueeze(1) * self.means).sum(0) / self.n
 
-def _basis(counts: torch.Tensor, sums: torch.Tensor) -> _Basis:
-    k, d = sums.shape
+
+def _basis(counts: torch.Tensor, shift: torch.Tensor, shifted_sums: torch.Tensor) -> _Basis:
+    """Means μ_k = s_k + Σ_i (h_i − s_k)/n_k from per-class shifts s_k and shifted sums."""
+    k, d = shift.shape
     missing = (counts == 0).nonzero().flatten().tolist()
     if missing:
         shown = ", ".join(map(str, missing[:20])) + (", …" if len(missing) > 20 else "")
         raise ValueError(f"collapse metrics: {len(missing)} of {k} classes have no samples "
                          f"(class {shown}); NC metrics need every class 0..{k - 1} present")
     n = int(counts.sum())
-    means = sums / counts.unsqueeze(1)
-    global_mean = sums.sum(0) / n
+    means = shift + shifted_sums / counts.unsqueeze(1)
+    global_mean = (counts.unsqueeze(1) * means).sum(0) / n
     centred = (means - global_mean).T.contiguous()  # d × K
     p = min(d, k)
     finite = bool(torch.isfinite(centred).all())
     if not finite:
-        nan = torch.full((), float("nan"), dtype=_F64, device=sums.device)
-        return _Basis(counts, n, means, centred, torch.zeros(d, p, dtype=_F64, device=sums.device),
-                      nan.expand(p), torch.zeros(p, k, dtype=_F64, device=sums.device), 0, False)
+        nan = torch.full((), float("nan"), dtype=_F64, device=shift.device)
+        return _Basis(counts, n, means, centred, torch.zeros(d, p, dtype=_F64, device=shift.device),
+                      nan.expand(p), torch.zeros(p, k, dtype=_F64, device=shift.device), 0, False)
     u, s, vh = torch.linalg.svd(centred, full_matrices=False)
     lam = s.square()  # ∝ eigenvalues of Σ_B (the 1/K cancels in the ratio)
     tol = max(d, k) * torch.finfo(_F64).eps * float(lam[0]) if p else 0.0
@@ -198,11 +209,17 @@ class _SecondPass:
         self.counts = torch.zeros(k, dtype=_F64, device=dev)
         self.mismatches = 0
         self.sq_norms = basis.centred.square().sum(0)  # ‖μ_k − h_G‖², [K]
+        self.h_g = basis.global_mean
 
     def add(self, features: torch.Tensor, labels: torch.Tensor, *, logits: torch.Tensor | None = None,
             preds: torch.Tensor | None = None, weight: torch.Tensor | None = None,
             bias: torch.Tensor | None = None) -> None:
-        """Predictions from `preds`, else argmax of `logits`, else argmax(W h + b)."""
+        """Predictions from `preds`, else argmax of `logits`, else argmax(W h + b).
+
+        Per chunk, one float64 GEMM of h − h_G with [U | Wᵀ] (d × (p + K)) gives
+        x = Uᵀ(h − h_G), the within-class coordinates a = x − Uᵀ(μ_y − h_G) (no large common offset
+        left to cancel) and, if needed, the logits W(h − h_G) + (W h_G + b).
+        """
         b = self.basis
         dev = b.means.device
         p = b.u.shape[1]
@@ -210,27 +227,26 @@ class _SecondPass:
             preds = logits.argmax(1)
         if preds is None:
             w = weight.to(device=dev, dtype=_F64)
-            proj = torch.cat([b.u, w.T], dim=1)  # one GEMM for both: [d, p + K]
-            w_means = b.means @ w.T  # [K(class), K(logit)]: w_ℓ · μ_k
-            bias64 = bias.to(device=dev, dtype=_F64) if bias is not None else None
+            proj = torch.cat([b.u, w.T], dim=1)  # [d, p + K]
+            offset = w @ self.h_g  # W h_G (+ b)
+            if bias is not None:
+                offset = offset + bias.to(device=dev, dtype=_F64)
         else:
             proj = b.u
-        for rows in _row_chunks(features.shape[0], features.shape[1]):
+        for rows in _row_chunks(features.shape[0], features.shape[1], dev):
             y = labels[rows].to(dev).long()
-            c = features[rows].to(device=dev, dtype=_F64) - b.means[y]  # h_i − μ_{y_i}
-            a_all = c @ proj
-            a = a_all[:, :p]  # Uᵀ(h_i − μ_{y_i})
-            self.q += a.square().sum(0)
+            c = features[rows].to(device=dev, dtype=_F64, copy=True)
+            c -= self.h_g
+            out = c @ proj
+            del c
+            x = out[:, :p]  # Uᵀ(h_i − h_G)
+            self.q += (x - b.coords[:, y].T).square().sum(0)  # Σ (u_jᵀ(h_i − μ_{y_i}))²
             self.counts += torch.bincount(y, minlength=b.counts.shape[0]).to(_F64)
             # nearest mean: argmin_k ‖h − μ_k‖² = argmin_k ‖m_k‖² − 2 m_kᵀ(h − h_G), m_k = μ_k − h_G,
-            # in the coordinates of U: Uᵀ(h − h_G) = Uᵀ(h − μ_y) + Uᵀ m_y.
-            x = a + b.coords[:, y].T
+            # with m_kᵀ(h − h_G) = coords[:, k] · x (m_k lies in the range of U).
             nearest = (self.sq_norms - 2.0 * (x @ b.coords)).argmin(1)
             if preds is None:
-                logit = a_all[:, p:] + w_means[y]
-                if bias64 is not None:
-                    logit = logit + bias64
-                pred = logit.argmax(1)
+                pred = (out[:, p:] + offset).argmax(1)
             else:
                 pred = preds[rows].to(dev)
             self.mismatches += int((nearest != pred).sum())
@@ -244,9 +260,10 @@ class _SecondPass:
 class CollapseStats:
     """Streaming NC statistics of one set of features (see the module docstring for the modes).
 
-    Holds (float64, on `device`): per-class counts [K] and sums [K, d]; in the default mode also
-    the within-class scatter N·Σ_W [d, d]; with `keep_features=True` instead references to the
-    batches passed to `update`. Typical use::
+    Holds (float64, on `device`): per-class counts [K], shifts s_k [K, d] (zero with
+    `keep_features`) and shifted sums Σ (h_i − s_k) [K, d]; in the default mode also the shifted
+    scatter Σ (h_i − s_y)(h_i − s_y)ᵀ [d, d]; with `keep_features=True` instead references to the batches passed to `update` (not
+    copies: do not modify them before `compute`). Typical use::
 
         stats = CollapseStats(K, d, device)
         for h, y, logits in batches:
@@ -266,8 +283,9 @@ class CollapseStats:
         self.num_classes, self.dim, self.keep_features = num_classes, dim, bool(keep_features)
         self.device = torch.device(device) if device is not None else None
         self._counts: torch.Tensor | None = None
-        self._sums: torch.Tensor | None = None
-        self._scatter: torch.Tensor | None = None  # N·Σ_W, default mode only
+        self._shift: torch.Tensor | None = None  # s_k: class k's mean in the first batch holding it
+        self._shifted_sums: torch.Tensor | None = None  # Σ_{y_i = k} (h_i − s_k)
+        self._scatter: torch.Tensor | None = None  # Σ_i (h_i − s_{y_i})(…)ᵀ, default mode only
         self._kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         self._basis: _Basis | None = None
         self._pass2: _SecondPass | None = None
@@ -279,7 +297,8 @@ class CollapseStats:
             self.device = like.device
         k, d = self.num_classes, self.dim
         self._counts = torch.zeros(k, dtype=_F64, device=self.device)
-        self._sums = torch.zeros(k, d, dtype=_F64, device=self.device)
+        self._shift = torch.zeros(k, d, dtype=_F64, device=self.device)
+        self._shifted_sums = torch.zeros(k, d, dtype=_F64, device=self.device)
         if not self.keep_features:
             self._scatter = torch.zeros(d, d, dtype=_F64, device=self.device)
 
@@ -337,24 +356,20 @@ class CollapseStats:
         if self._counts is None:
             self._alloc(features)
         dev, k = self.device, self.num_classes
-        for rows in _row_chunks(features.shape[0], self.dim):
-            h = features[rows].to(device=dev, dtype=_F64)
+        for rows in _row_chunks(features.shape[0], self.dim, dev):
+            h = features[rows].to(device=dev, dtype=_F64, copy=self._scatter is not None)  # see -= below
             y = labels[rows].to(dev).long()
             bc = torch.bincount(y, minlength=k).to(_F64)
-            bs = torch.zeros(k, self.dim, dtype=_F64, device=dev).index_add_(0, y, h)
+            if self._scatter is not None:  # only the scatter needs shifts; plain sums are exact enough
+                new = (bc > 0) & (self._counts == 0)
+                if bool(new.any()):  # first sight of a class: its batch mean becomes its shift
+                    bs = torch.zeros(k, self.dim, dtype=_F64, device=dev).index_add_(0, y, h)
+                    self._shift[new] = bs[new] / bc[new].unsqueeze(1)
+                h -= self._shift[y]  # h_i − s_{y_i}: of within-class size, so no cancellation below
+            self._shifted_sums.index_add_(0, y, h)
             if self._scatter is not None:
-                # Chan et al.: S += Σ_batch (h − β_y)(h − β_y)ᵀ + Σ_k n_k b_k/(n_k + b_k) (β_k − μ_k)(…)ᵀ
-                bmean = bs / bc.clamp_min(1.0).unsqueeze(1)
-                c = h - bmean[y]
-                self._scatter.addmm_(c.T, c)
-                both = (bc > 0) & (self._counts > 0)
-                if bool(both.any()):
-                    n_old, b_new = self._counts[both], bc[both]
-                    delta = bmean[both] - self._sums[both] / n_old.unsqueeze(1)
-                    delta = delta * torch.sqrt(n_old * b_new / (n_old + b_new)).unsqueeze(1)
-                    self._scatter.addmm_(delta.T, delta)
+                self._scatter.addmm_(h.T, h)
             self._counts += bc
-            self._sums += bs
         if self.keep_features:
             preds = logits.detach().argmax(1) if logits is not None else None
             self._kept.append((features, labels, preds))
@@ -364,7 +379,7 @@ class CollapseStats:
             if self._counts is None:
                 raise ValueError("collapse metrics: no samples were given (update was never called "
                                  "with a non-empty batch)")
-            self._basis = _basis(self._counts, self._sums)
+            self._basis = _basis(self._counts, self._shift, self._shifted_sums)
         return self._basis
 
     # -- pass 2 --------------------------------------------------------------------------------
@@ -427,18 +442,22 @@ class CollapseStats:
                                "pass: call update_nc4(h, y, logits) over the same batches first, or "
                                "construct with keep_features=True; compute(..., nc4=False) returns "
                                "the other metrics")
+        # N·Σ_W = Σ_i (h_i − s_y)(h_i − s_y)ᵀ − Σ_k n_k (μ_k − s_k)(μ_k − s_k)ᵀ; project on U_r
         u_r = basis.u[:, : basis.rank]
-        q = ((self._scatter @ u_r) * u_r).sum(0)
+        shifted_mean_proj = (self._shifted_sums @ u_r) / basis.counts.sqrt().unsqueeze(1)  # [K, r]
+        q = (((self._scatter @ u_r) * u_r).sum(0) - shifted_mean_proj.square().sum(0)).clamp_min(0.0)
         return _metrics(basis, q, None, weight)
 
 
 def collapse_metrics(features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
-                     bias: torch.Tensor | None = None, num_classes: int | None = None) -> dict[str, float]:
+                     bias: torch.Tensor | None = None, num_classes: int | None = None, *,
+                     logits: torch.Tensor | None = None) -> dict[str, float]:
     """NC metrics of features [N, d] with labels [N] and the classifier W [K, d], b [K] (None → 0).
 
     Returns {nc1, nc2, nc3, nc4, nc2_centered, nc3_centered} as floats (definitions in the module
-    docstring). K is `num_classes`, or weight.shape[0] when None. Float64 throughout; no d × d
-    matrix is formed: cost O(N·d·K) for two passes over the rows (chunked).
+    docstring). K is `num_classes`, or weight.shape[0] when None. `logits` [N, K], when given,
+    supply the predictions for nc4 instead of argmax(W h + b) (saves one GEMM). Float64
+    throughout; no d × d matrix is formed: two chunked passes over the rows, O(N·d·K) work.
     """
     features = _as_tensor(features, "collapse_metrics: features")
     weight = _as_tensor(weight, "collapse_metrics: weight")
@@ -453,5 +472,5 @@ def collapse_metrics(features: torch.Tensor, labels: torch.Tensor, weight: torch
         raise ValueError(f"collapse_metrics: features have d = {features.shape[1]} columns but weight is "
                          f"{list(weight.shape)} (expected [K, {features.shape[1]}])")
     stats = CollapseStats(int(k), int(features.shape[1]), device=features.device, keep_features=True)
-    stats.update(features, labels)
+    stats.update(features, labels, logits)
     return stats.compute(weight, bias)

@@ -180,6 +180,38 @@ def check_where(where: str | None) -> None:
         )
     if where.count("(") != where.count(")"):
         raise ReportError(f"--where {where!r} has unbalanced parentheses")
+    # Stricter: apart from its WHERE clause, the parsed query must be exactly the template's
+    # (no GROUP BY / ORDER BY / LIMIT / set operation smuggled in after a closing parenthesis).
+    con = duckdb.connect()
+    try:
+        got = _parsed_without_where(con, sql)
+        if got is not None and got != _parsed_without_where(con, "SELECT run_id FROM results WHERE (TRUE)"):
+            raise ReportError(f"--where {where!r} must be one SQL predicate over run columns, "
+                              "not a query fragment")
+    finally:
+        con.close()
+
+
+def _parsed_without_where(con, sql: str) -> Any:
+    """DuckDB's parse tree of `sql` (json_serialize_sql) without the WHERE clause and source
+    positions; None when the parser says no or the function is unavailable."""
+    import duckdb
+
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    except (duckdb.Error, TypeError, ValueError):
+        return None
+    if tree.get("error"):
+        raise ReportError(f"--where is not a valid SQL predicate: {tree.get('error_message', '')}")
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in ("query_location", "where_clause")}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(tree.get("statements"))
 
 
 def _first_line(exc: BaseException) -> str:

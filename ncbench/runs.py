@@ -12,7 +12,7 @@ Run id
 * keys whose value equals their default (`RunSpec.DEFAULTS`) are left out, so adding a new key
   with a default to RunSpec later never changes the id of an existing run;
 * the experiment name is included (two experiments with the same settings are distinct runs);
-* the *placement* keys `device`, `data_root`, `download`, `compile` are left out
+* the *placement* keys `device`, `data_root`, `download`, `compile`, `channels_last` are left out
   (`RunSpec.PLACEMENT_KEYS`): they say where and how fast a run is computed, not what is computed,
   so moving a config to another machine, or forcing `device = "cpu"`, keeps the run ids and the
   results already stored;
@@ -71,13 +71,15 @@ class RunSpec:
     lr_gamma: float = 0.1
     precision: str = "fp32"
     compile: bool = False
+    channels_last: bool = True
 
     # Filled in after the class body (needs the fields).
     DEFAULTS: ClassVar[dict[str, Any]]
     REQUIRED: ClassVar[tuple[str, ...]]
     FIELDS: ClassVar[tuple[str, ...]]
     # Keys that say where/how fast a run is computed, not what: left out of the run id.
-    PLACEMENT_KEYS: ClassVar[tuple[str, ...]] = ("device", "data_root", "download", "compile")
+    PLACEMENT_KEYS: ClassVar[tuple[str, ...]] = ("device", "data_root", "download", "compile",
+                                                  "channels_last")
 
     def __post_init__(self) -> None:
         # Normalise types so that equal runs compare (and hash) equal: width 1 == 1.0, etc.
@@ -99,6 +101,7 @@ class RunSpec:
             put("data_root", str(self.data_root))
         put("download", bool(self.download))
         put("compile", bool(self.compile))
+        put("channels_last", bool(self.channels_last))
         put("lr_milestones", tuple(float(m) for m in self.lr_milestones))
         for name in _PARAM_FIELDS:
             value = getattr(self, name)

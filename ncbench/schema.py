@@ -6,7 +6,9 @@ store (ncbench.store) applies it, the views (status, sql, report, tui) read thro
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+# Bump when the DDL changes: a writer re-applies the DDL (tables IF NOT EXISTS, views replaced)
+# to a database holding an older version; a database of a newer version is refused.
+SCHEMA_VERSION = 2
 
 # Status values a run can take, in the order a run normally passes through them.
 RUN_STATUSES = ("queued", "running", "done", "failed", "diverged", "interrupted")
@@ -95,10 +97,16 @@ final AS (
 SELECT
     r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
     r.config,
+    CAST(json_extract_string(r.config, '$.batch_size') AS INTEGER) AS batch_size,
+    CAST(json_extract_string(r.config, '$.lr') AS DOUBLE) AS lr,
+    CAST(json_extract_string(r.config, '$.weight_decay') AS DOUBLE) AS weight_decay,
+    json_extract(r.config, '$.loss_params') AS loss_params,
+    r.started_at, r.finished_at,
     b.best_epoch, b.best_val_acc, b.test_acc_at_best_val,
     f.epoch AS final_epoch,
     f.train_acc AS final_train_acc, f.val_acc AS final_val_acc, f.test_acc AS final_test_acc,
-    f.train_loss AS final_train_loss,
+    f.train_loss AS final_train_loss, f.test_loss AS final_test_loss,
+    f.wall_seconds AS wall_seconds,
     f.nc1 AS final_nc1, f.nc2 AS final_nc2, f.nc3 AS final_nc3, f.nc4 AS final_nc4,
     f.nc2_centered AS final_nc2_centered, f.nc3_centered AS final_nc3_centered,
     f.test_nc1 AS final_test_nc1, f.test_nc2 AS final_test_nc2, f.test_nc3 AS final_test_nc3,

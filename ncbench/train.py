@@ -7,7 +7,8 @@ Order of things (each phase is a block below, read in order):
    (`ncbench.batches`): training batches shuffled and augmented from (seed, epoch) alone;
 3. model (`make_model`), loss (`make_loss`), SGD (momentum, weight decay on *all* parameters),
    MultiStepLR at round(m·epochs) for m in `spec.lr_milestones` (default 3/7, 5/7), γ = 0.1,
-   stepped once after every epoch;
+   stepped once after every epoch; `ncbench.precision.setup_training` applies `precision`
+   (autocast, CUDA only), `channels_last` and `compile`;
 4. resume from `<run_dir>/checkpoint.pt` if present (model, optimiser, scheduler, RNG states,
    best-validation record, elapsed wall time), then `sink.start(...)`;
 5. epochs E = first..epochs: train one epoch (gradient norm clipped at `grad_clip`), then at
@@ -47,6 +48,7 @@ trained 4 epochs straight (tested).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -61,6 +63,7 @@ import torch
 from torch import nn
 
 from ncbench.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ncbench.precision import setup_training
 from ncbench.runs import RunSpec
 
 __all__ = ["train_run", "Sink", "ListSink", "resolve_device", "lr_milestones", "evaluate",
@@ -146,20 +149,13 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 # ----------------------------------------------------------------------------------------------
 # one epoch of training, one evaluation pass
 # ----------------------------------------------------------------------------------------------
 
 
 def train_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, batches,
-                *, grad_clip: float | None, precision: str = "fp32", scaler=None,
+                *, grad_clip: float | None, autocast: Callable[[], Any] | None = None, scaler=None,
                 should_stop: Callable[[], bool] | None = None,
                 on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Train `model` for one pass over `batches` (an iterable of (x, y) on the device).
@@ -178,7 +174,7 @@ def train_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
     for i, (x, y) in enumerate(batches):
         if should_stop is not None and should_stop():
             return {"loss_sum": loss_sum, "batches": done, "grad_norm_max": grad_max, "interrupted": True}
-        with _autocast(device, precision):
+        with autocast() if autocast is not None else contextlib.nullcontext():
             loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -266,35 +262,38 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
 
     t_run = time.perf_counter()
     run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
     stop = should_stop or (lambda: False)
 
     # --- 1. device, threads, seeds -----------------------------------------------------------
     device = resolve_device(spec.device)
     _set_threads()
     _seed_everything(spec.seed)
-    if spec.precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision 'fp16' needs a CUDA device (this run is on {device}); use "
-                         f"'bf16' or 'fp32'")
 
     # --- 2. data -----------------------------------------------------------------------------
     ds = make_dataset(spec.dataset, root=spec.data_root, download=spec.download,
                       val_fraction=spec.val_fraction, data_seed=spec.data_seed,
                       per_class=spec.per_class, **spec.dataset_params)
     K = ds.num_classes
-    train_batches = make_batches(ds, "train", spec.batch_size, device, train=True, seed=spec.seed)
-    eval_bs = max(EVAL_BATCH_SIZE, spec.batch_size)
-    eval_sets = {name: make_batches(ds, name, eval_bs, device, train=False)
-                 for name in ("train", "val", "test") if len(ds.split(name)) > 0}
 
     # --- 3. model, loss, optimiser, schedule -------------------------------------------------
     model = make_model(spec.model, K, spec.width, input_shape=ds.input_shape, **spec.model_params)
     model.to(device)
+    # precision (autocast on CUDA), channels_last, torch.compile: see ncbench.precision
+    setup = setup_training(model, device, precision=spec.precision,
+                           channels_last=spec.channels_last, compile=spec.compile)
     loss_fn = make_loss(spec.loss, K, **spec.loss_params).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
                                 weight_decay=spec.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(spec), gamma=spec.lr_gamma)
-    scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" else None
-    train_model = torch.compile(model) if spec.compile else model
+    scaler = setup.scaler
+    train_batches = make_batches(ds, "train", spec.batch_size, device, train=True, seed=spec.seed,
+                                 channels_last=setup.channels_last)
+    eval_bs = max(EVAL_BATCH_SIZE, spec.batch_size)
+    eval_sets = {name: make_batches(ds, name, eval_bs, device, train=False,
+                                    channels_last=setup.channels_last)
+                 for name in ("train", "val", "test") if len(ds.split(name)) > 0}
     # Features of a split kept on the device for the NC statistics (one pass) if they fit.
     feat_dim = int(getattr(model, "feature_dim", 0) or 0)
     keep = feat_dim == 0 or len(ds.train) * feat_dim * 4 <= KEEP_FEATURES_BYTES
@@ -316,7 +315,7 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
         train_batches.set_epoch(first_epoch - 1)
         del ckpt
     resumed_from = first_epoch - 1 if first_epoch > 1 else None
-    sink.start(device=str(device), resumed_from_epoch=resumed_from)
+    sink.start(device=str(device), resumed_from_epoch=resumed_from, **setup.info())
     last_ckpt_time = time.perf_counter()
 
     def save(epoch: int) -> None:
@@ -337,8 +336,9 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
     for epoch in range(first_epoch, spec.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
-        stats = train_epoch(train_model, loss_fn, optimizer, train_batches, grad_clip=spec.grad_clip,
-                            precision=spec.precision, scaler=scaler, should_stop=stop,
+        stats = train_epoch(setup.train_model, loss_fn, optimizer, train_batches,
+                            grad_clip=spec.grad_clip, autocast=setup.precision.autocast,
+                            scaler=scaler, should_stop=stop,
                             on_batch=lambda b, nb, e=epoch: sink.progress(e - 1, b, nb))
         if stats["interrupted"]:
             return "interrupted"

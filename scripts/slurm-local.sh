@@ -132,6 +132,7 @@ ClusterName=ncbench
 SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurm/slurmctld.pid
@@ -149,6 +150,7 @@ JobRequeue=1
 KillWait=5
 MinJobAge=600
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
@@ -223,7 +225,7 @@ start_slurm_daemon() {
     local name=$1 comm=$2 pidfile=$3; shift 3
     if pid_alive "$pidfile" "$comm"; then
         ((CONFIG_CHANGED)) || return 0
-        stop_one "$name" "$pidfile" "$comm" force
+        stop_group "$name $pidfile $comm force"
     fi
     "$@" 9>&- || die 1 "$name did not start; see $LOGDIR/$name.log"
     wait_for 10 pid_alive "$pidfile" "$comm" || die 1 "$name exited at start; see $LOGDIR/$name.log"
@@ -263,35 +265,53 @@ start() {
     log "cluster up in $((SECONDS - t0)) s ($(sinfo -h -o '%n %c CPUs %G %t'))"
 }
 
-# stop_one NAME PIDFILE COMM [force]: stop a daemon if this script started it (or force).
-stop_one() {
-    local name=$1 pidfile=$2 comm=$3 force=${4:-} pid i
-    if [[ -z $force && ! -f $STATE/$name ]]; then return 0; fi
-    if pid_alive "$pidfile" "$comm"; then
-        pid=$(tr -dc '0-9' <"$pidfile")
-        kill -TERM "$pid" 2>/dev/null
-        for ((i = 0; i < 100; i++)); do
-            [[ -d /proc/$pid ]] || break
-            sleep 0.1
-        done
-        if [[ -d /proc/$pid && $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]]; then
+# stop_group "NAME PIDFILE COMM [force]"...: SIGTERM each (in parallel), wait up to 10 s for all,
+# SIGKILL what is left (only if /proc/PID/comm still matches).
+stop_group() {
+    local -a names=() pids=() comms=()
+    local item name pidfile comm force pid i
+    for item in "$@"; do
+        read -r name pidfile comm force <<<"$item"
+        if [[ -z ${force:-} && ! -f $STATE/$name ]]; then continue; fi
+        if pid_alive "$pidfile" "$comm"; then
+            pid=$(tr -dc '0-9' <"$pidfile")
+            kill -TERM "$pid" 2>/dev/null
+            names+=("$name") pids+=("$pid") comms+=("$comm")
+        fi
+        rm -f "$STATE/$name"
+    done
+    for ((i = 0; i < 100; i++)); do
+        local alive=0 p
+        for p in "${pids[@]}"; do [[ -d /proc/$p ]] && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for i in "${!pids[@]}"; do
+        pid=${pids[$i]}
+        if [[ -d /proc/$pid && $(cat "/proc/$pid/comm" 2>/dev/null) == "${comms[$i]}" ]]; then
             kill -KILL "$pid" 2>/dev/null
         fi
-        log "stopped $name (pid $pid, $((i / 10)).$((i % 10)) s)"
-    fi
-    rm -f "$STATE/$name"
+        log "stopped ${names[$i]} (pid $pid)"
+    done
 }
+
+# The recorded "NAME PIDFILE COMM" of a daemon this script started, if any.
+started_item() { [[ -f $STATE/$1 ]] && echo "$1 $(cat "$STATE/$1")"; }
 
 stop() {
     [[ -d $STATE ]] || return 0
     exec 9>"$STATE/lock"
     flock -w 60 9 || die 1 "another slurm-local.sh is running"
-    local name pidfile comm
-    for name in slurmd slurmctld slurmdbd mariadb munge; do
-        [[ -f $STATE/$name ]] || continue
-        read -r pidfile comm <"$STATE/$name"
-        stop_one "$name" "$pidfile" "$comm"
+    local -a group
+    # slurm daemons first (slurmctld reports to slurmdbd), then slurmdbd, then its database/munge
+    for phase in "slurmd slurmctld" "slurmdbd" "mariadb munge"; do
+        group=()
+        for name in $phase; do
+            item=$(started_item "$name") && group+=("$item")
+        done
+        ((${#group[@]})) && stop_group "${group[@]}"
     done
+    return 0
 }
 
 status() {

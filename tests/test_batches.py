@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
@@ -235,3 +234,11 @@ def test_bad_mean_std_shapes():
         DeviceBatches(images(4), torch.arange(4), 2, std=torch.zeros(3))
     with pytest.raises(ValueError, match="samples"):
         DeviceBatches(images(4), torch.arange(3), 2)
+
+
+def test_make_batches_shares_one_device_copy_per_split():
+    ds = make_dataset("gaussian", dim=3, n_train_per_class=10, n_test_per_class=4)
+    a = make_batches(ds, "train", 8, train=True)
+    b_ = make_batches(ds, "train", 64, train=False)
+    c = make_batches(ds, "test", 64, train=False)
+    assert a.x.data_ptr() == b_.x.data_ptr() and c.x.data_ptr() != a.x.data_ptr()

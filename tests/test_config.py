@@ -199,12 +199,12 @@ def test_run_id_changes_with_what_is_computed_not_where():
 def test_adding_a_field_with_default_keeps_run_ids():
     @dataclasses.dataclass(frozen=True)
     class Extended(RunSpec):
-        channels_last: bool = False
+        new_option: bool = False
 
     old = spec()
     new = Extended(**old.to_dict())
     assert new.run_id == old.run_id
-    assert Extended(**old.to_dict(), channels_last=True).run_id != old.run_id
+    assert Extended(**old.to_dict(), new_option=True).run_id != old.run_id
 
 
 def test_spec_roundtrip_and_checks():

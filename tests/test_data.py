@@ -432,3 +432,9 @@ def test_split_dataset_to_device_keeps_values():
     assert ds.split("test") is ds.test
     with pytest.raises(ValueError):
         ds.split("valid")
+
+
+def test_unknown_dataset_keyword_is_config_error_with_suggestion():
+    with pytest.raises(ConfigError, match="did you mean 'dim'") as e:
+        make_dataset("gaussian", dims=3)
+    assert e.value.key == "dims"

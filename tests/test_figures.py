@@ -126,8 +126,11 @@ def test_no_finished_runs_gives_a_figure(con):
     assert texts and set(texts) == {report.MISSING}
 
 
-def test_write_figures_all_experiments(con, tmp_path):
-    paths = figures.write_figures(con, tmp_path / "figs")
+def test_write_figures_all_experiments(db, tmp_path):
+    c = duckdb.connect(str(db), read_only=True)
+    figs = figures.make_figures(c)
+    c.close()  # rendering needs no database (the CLI closes it before saving)
+    paths = figures.save_figures(figs, tmp_path / "figs")
     names = sorted(p.name for p in paths)
     expect = sorted(f"{exp}_{stem}.{fmt}" for exp in ("grid", "lrsweep")
                     for stem in ("fig1_nc", "fig2_accuracy", "fig3_heatmap") for fmt in ("png", "pdf"))

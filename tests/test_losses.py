@@ -358,3 +358,15 @@ def test_user_loss_errors(user_module):
         make_loss(f"{user_module}:no_such_function", 4)
     with pytest.raises(UnknownNameError):
         make_loss("no_such_module_ncb:fn", 4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name,params", CASES, ids=[f"{n}-{p}" for n, p in CASES])
+def test_cuda_matches_cpu(name, params):
+    logits = torch.cat([EXTREME, torch.randn(16, 3) * 4])
+    target = torch.cat([EXTREME_TARGET, torch.randint(0, 3, (16,))])
+    v_cpu, g_cpu = _ours(name, logits, target, **params)
+    v_gpu, g_gpu = _ours(name, logits.cuda(), target.cuda(), **params)
+    assert torch.isfinite(v_gpu) and torch.isfinite(g_gpu).all()
+    torch.testing.assert_close(v_gpu.cpu(), v_cpu, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_gpu.cpu(), g_cpu, rtol=1e-4, atol=1e-6)

@@ -235,6 +235,25 @@ def test_streaming_keep_features_equals_one_shot(with_logits):
         stats.update_nc4(Ht, yt, Ht @ Wt.T)
 
 
+def test_inputs_are_not_modified():
+    H, y, W, b = make_data(3, 5, 40, seed=8)
+    Ht, yt, Wt, bt = (torch.tensor(a) for a in (H, y, W, b))  # float64: no dtype copy on the way
+    before = [t.clone() for t in (Ht, yt, Wt, bt)]
+    collapse_metrics(Ht, yt, Wt, bt)
+    stats = CollapseStats(3, 5)
+    stats.update(Ht, yt)
+    stats.update_nc4(Ht, yt, Ht @ Wt.T)
+    stats.compute(Wt, bt)
+    for t, t0 in zip((Ht, yt, Wt, bt), before):
+        assert torch.equal(t, t0)
+
+
+def test_logits_argument_gives_the_same_nc4():
+    H, y, W, b = make_data(10, 8, 150, seed=12)
+    Ht, yt, Wt, bt = (torch.tensor(a) for a in (H, y, W, b))
+    assert collapse_metrics(Ht, yt, Wt, bt, logits=Ht @ Wt.T + bt) == collapse_metrics(Ht, yt, Wt, bt)
+
+
 def test_nc4_follows_the_logits_given():
     """nc4 compares nearest-mean with argmax of the logits passed (here: always class 0)."""
     K, d, N = 3, 5, 90

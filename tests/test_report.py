@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 import statistics
 import subprocess
@@ -170,7 +169,8 @@ def test_where_filters_and_guards(con):
     assert b.losses == ["ce", "mse"] and b.row_values == [2.0]
     # runs-only columns (not in `results`) are usable too
     assert report.accuracy_table(con, where="host = 'nohost'") == []
-    for bad in ("width > 1; DROP TABLE runs", "1=1) UNION SELECT 1 --", "widht > 1", "width >"):
+    for bad in ("width > 1; DROP TABLE runs", "1=1) UNION SELECT 1 --", "widht > 1", "width >",
+                "1=1) GROUP BY (run_id", "TRUE) LIMIT (1"):
         with pytest.raises(NcbenchError):
             report.accuracy_table(con, where=bad)
     with pytest.raises(UnknownNameError, match="grid"):
@@ -357,3 +357,120 @@ def test_views_never_import_torch(db, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False False"
     assert list(tmp_path.glob("*_fig1_nc.png"))
+
+
+# ------------------------------------------------------------------------------------------
+# a database built by real tiny `ncbench run` runs
+# ------------------------------------------------------------------------------------------
+
+TINY = """
+[defaults]
+eval_every = 1
+
+[experiments.tiny]
+dataset = "gaussian"
+dataset_params = { num_classes = 4, dim = 8, n_train_per_class = 30, n_test_per_class = 20 }
+model = "mlp"
+batch_size = 32
+"""
+GRID = TINY + 'loss = ["ce", "ls", "mse"]\nwidth = [0.5, 1]\nepochs = 2\nseed = [0, 1]\n'
+# one more run of the same experiment, long enough to be interrupted (Ctrl-C) after an eval
+LONG = TINY + 'loss = "ce"\nwidth = 1\nepochs = 2000\nseed = 0\n'
+
+
+@pytest.fixture(scope="module")
+def real_db(tmp_path_factory) -> Path:
+    """12 done runs (3 losses × 2 widths × 2 seeds, 2 epochs) plus one interrupted run."""
+    import signal
+    import time
+
+    root = tmp_path_factory.mktemp("real")
+    (root / "grid.toml").write_text(GRID)
+    (root / "long.toml").write_text(LONG)
+    db = root / "ncbench.duckdb"
+    run = [sys.executable, "-m", "ncbench", "run", "--db", str(db), "--workdir", str(root / ".ncbench")]
+    out = subprocess.run(run + ["-c", str(root / "grid.toml"), "--workers", "2"], capture_output=True,
+                         text=True, cwd=root, timeout=500)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    proc = subprocess.Popen(run + ["-c", str(root / "long.toml")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=root)
+    deadline = time.monotonic() + 200
+    try:
+        while time.monotonic() < deadline:  # wait for the long run's first evaluation
+            logs = [p for p in (root / ".ncbench" / "runs").glob("*/events.jsonl")
+                    if '"epochs": 2000' in (p.parent / "spec.json").read_text()]
+            if logs and '"eval"' in logs[0].read_text():
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        log, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, log[-3000:]
+    return db
+
+
+@pytest.mark.slow
+def test_real_runs_json_and_csv_match_sql(real_db):
+    with duckdb.connect(str(real_db), read_only=True) as c:
+        statuses = dict(c.execute("SELECT status, count(*) FROM runs GROUP BY 1").fetchall())
+        assert statuses == {"done": 12, "interrupted": 1}
+        out = cli("--db", str(real_db), "--format", "json")
+        assert out.returncode == 0, out.stderr
+        (block,) = json.loads(out.stdout)["accuracy"]
+        assert block["losses"] == ["ce", "ls", "mse"] and block["row_values"] == [0.5, 1.0]
+        assert block["col_values"] == [2, 2000] and block["n_excluded"] == 1
+        for loss in block["losses"]:
+            for i, w in enumerate(block["row_values"]):
+                ref = sql_cell(c, "tiny", loss, w, 2)
+                cell = block["cells"][loss][i][0]
+                assert cell["n_seeds"] == ref[2] == 2
+                assert cell["mean"] == pytest.approx(ref[0]) and cell["std"] == pytest.approx(ref[1])
+                assert block["cells"][loss][i][1] is None  # the interrupted run is not counted
+        for i in range(2):
+            means = [block["cells"][l][i][0]["mean"] for l in block["losses"]]
+            assert block["spread"][i][0] == pytest.approx(max(means) - min(means))
+            assert block["spread"][i][1] is None
+        out = cli("--db", str(real_db), "--format", "csv")
+        recs = list(csv.DictReader(io.StringIO(out.stdout)))
+        for r in recs:
+            if r["col"] == "2000":
+                assert r["mean"] == "" and r["n_seeds"] == "0"
+                continue
+            ref = sql_cell(c, "tiny", r["loss"], float(r["row"]), int(r["col"]), r["metric"])
+            assert float(r["mean"]) == pytest.approx(ref[0]) and int(r["n_seeds"]) == ref[2]
+        # --include-unfinished counts the interrupted run at its best-validation epoch so far
+        (b,) = report.accuracy_table(c, include_unfinished=True)
+        ref = sql_cell(c, "tiny", "ce", 1.0, 2000, statuses=("interrupted",))
+        assert_stats_match(b.cells["ce"][1][1], ref)
+
+
+@pytest.mark.slow
+def test_real_runs_md_latex_and_figures(real_db, tmp_path):
+    out = cli("--db", str(real_db), "tiny", "--format", "md", "--figures", str(tmp_path / "figs"))
+    assert out.returncode == 0, out.stderr
+    acc, nc = _md_tables(out.stdout)
+    assert acc[0] == ["loss", "width", "epochs=2", "epochs=2000"]
+    assert len(acc) - 2 == 3 * 2 + 2
+    assert all(r[3] == report.MISSING for r in acc[2:])
+    assert len(nc) - 2 == 3 * 2  # configurations with counted runs only
+    latex = cli("--db", str(real_db), "--format", "latex").stdout
+    for spec, body in re.findall(r"\\begin\{tabular\}\{(\w+)\}(.*?)\\end\{tabular\}", latex, re.S):
+        for ln in (ln for ln in body.splitlines() if ln.endswith(r"\\")):
+            assert ln.count(" & ") + 1 == len(spec)
+    files = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert files == sorted(f"tiny_{s}.{f}" for s in ("fig1_nc", "fig2_accuracy", "fig3_heatmap")
+                           for f in ("png", "pdf"))
+    assert all((tmp_path / "figs" / f).stat().st_size > 5000 for f in files)
+    from ncbench import figures
+
+    with duckdb.connect(str(real_db), read_only=True) as c:
+        fig1 = figures.figure_nc(c, "tiny")
+        assert [len(ax.get_lines()) for ax in fig1.get_axes()] == [3, 3, 3]
+        assert fig1.get_axes()[0].get_yscale() == "log"
+        x = fig1.get_axes()[0].get_lines()[0].get_xdata()
+        assert list(x) == [1, 2]  # eval_every = 1, 2 epochs; the width-1, 2-epoch runs
+        fig3 = figures.figure_heatmap(c, "tiny")
+        assert len([ax for ax in fig3.get_axes() if ax.get_images()]) == 4

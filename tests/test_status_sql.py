@@ -289,3 +289,20 @@ def test_run_dataset_absent_with_download_off(tmp_path):
     bad = cli("run", "--config", "bad.toml", "--db", "ncbench.duckdb", "dmeo", cwd=tmp_path)
     assert bad.returncode == 2 and "did you mean 'demo'" in bad.stderr
     assert db.read_bytes() == before
+
+
+def test_readme_schema_examples_run(populated):
+    """Every ```sql example of docs/readme/30-schema.md runs on a populated database."""
+    import re
+
+    from ncbench.store import run_sql
+
+    tmp = populated[0]
+    text = (ROOT / "docs" / "readme" / "30-schema.md").read_text()
+    queries = re.findall(r"```sql\n(.+?)```", text, flags=re.S)
+    assert len(queries) >= 8
+    for q in queries:
+        cols, rows = run_sql(tmp / "ncbench.duckdb", q)
+        assert cols, q
+    cols, rows = run_sql(tmp / "ncbench.duckdb", queries[1])  # the Figure 3 table
+    assert rows and rows[0][cols.index("test_acc")] == 0.8125

@@ -248,7 +248,7 @@ from ncbench.events import EventLog, write_spec
 from ncbench.runs import RunSpec
 from ncbench.store import Store
 
-db, work, seconds = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+db, work, stop = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 spec = RunSpec(experiment="w", dataset="digits", model="mlp", loss="ce", width=1, epochs=10**6, seed=0)
 run_dir = work / "runs" / spec.run_id
 write_spec(run_dir, spec)
@@ -257,9 +257,9 @@ log.start(1, device="cpu")
 store = Store(db)
 store.register_runs([spec])
 print("ready", flush=True)
-end = time.monotonic() + seconds
+end = time.monotonic() + 120  # a safety net: the test creates `stop` much earlier
 epoch = 0
-while time.monotonic() < end:
+while time.monotonic() < end and not stop.exists():
     epoch += 1
     log.eval(epoch, {"train_acc": 0.5, "nc1": 1.0 / epoch})
     log.heartbeat(epoch)
@@ -273,7 +273,8 @@ def test_concurrent_writer_and_readers(tmp_path):
     """While a writer process opens-writes-closes in a loop, readers (read_connection in this
     process, `ncbench sql` / `ncbench status` subprocesses) always succeed and see fresh data."""
     db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
-    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(db), str(work), "5"],
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(db), str(work), str(stop)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     clis: list[subprocess.Popen] = []
     try:
@@ -292,6 +293,8 @@ def test_concurrent_writer_and_readers(tmp_path):
                 n = con.execute("SELECT coalesce(max(epoch), 0) FROM metrics").fetchall()[0][0]
             assert n >= last  # monotone: never a torn view
             last, reads = n, reads + 1
+            if reads >= 20 and not cli_args and all(p.poll() is not None for p in clis):
+                stop.touch()
             time.sleep(0.02)
         out, err = writer.communicate(timeout=60)
         for p in clis:
@@ -306,7 +309,7 @@ def test_concurrent_writer_and_readers(tmp_path):
                 p.wait()
     assert writer.returncode == 0, err
     written = int(out.strip().splitlines()[-1])
-    assert reads > 10 and len(clis) == 3 and 0 < last <= written
+    assert reads >= 20 and len(clis) == 3 and 0 < last <= written and stop.exists()
     print(f"reads {reads}, writer syncs {written}, reader lock retries "
           f"{STATS['lock_retries'] - retries_before}")
     # after the writer's last sync the data is complete

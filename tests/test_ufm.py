@@ -375,7 +375,7 @@ def test_cli_human_output_tables():
     assert "FAIL" not in text
 
 
-@pytest.mark.parametrize("args, needle", [
+ERROR_CASES = [
     (("--dim", "3"), "smaller than the number of classes"),
     (("--lambda-w", "0"), "lambda-w"),
     (("--lambda-h", "-1"), "lambda-h"),
@@ -385,10 +385,28 @@ def test_cli_human_output_tables():
     (("--loss", "fl", "--loss-params", "fl:gama=2"), "did you mean 'gamma'"),
     (("--loss", "ce", "--loss-params", "alpha=0.2"), "no selected loss has a parameter 'alpha'"),
     (("--loss", "fl", "--loss-params", "gamma"), "not KEY=VALUE"),
+    (("--loss", "fl", "--loss-params", "gamma=x"), "not a number"),
     (("--loss", "fl", "--loss-params", "ls:alpha=0.2"), "not among the selected losses"),
     (("--loss", "ce", "--trajectory", "/nonexistent/dir/t.csv"), "does not exist"),
-])
-def test_cli_errors_are_clear(args, needle):
+    (("--loss", "ce", "--device", "tpu9"), "not a torch device"),
+]
+
+
+@pytest.mark.parametrize("args, needle", ERROR_CASES)
+def test_cli_errors_are_clear(args, needle, capsys):
+    """In-process through the real entry point (`ncbench.cli.main`), as the console script runs."""
+    from ncbench.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["ufm", "--classes", "4", "--dim", "8", "--per-class", "5", *args])
+    captured = capsys.readouterr()
+    assert info.value.code == 2, (captured.out, captured.err)
+    assert needle in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("args, needle", [ERROR_CASES[6]])
+def test_cli_errors_in_a_subprocess(args, needle):
     out = _cli("--classes", "4", "--dim", "8", "--per-class", "5", *args)
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert needle in out.stderr

@@ -46,12 +46,18 @@ def report(
         if metric != rep.ACCURACY_METRIC:
             result.accuracy = rep.accuracy_table(con, experiments or None, rows, cols, where,
                                                  include_unfinished=include_unfinished, metric=metric)
-        written = []
+        figs = {}
         if figures is not None:
-            from ncbench.figures import write_figures
+            from ncbench.figures import make_figures
 
-            written = write_figures(con, figures, experiments or None, rows, cols, where,
-                                    include_unfinished=include_unfinished)
+            figs = make_figures(con, experiments or None, rows, cols, where,
+                                include_unfinished=include_unfinished)
+    # the database is closed again here: rendering must not hold up a running `ncbench run`
+    written = []
+    if figures is not None:
+        from ncbench.figures import save_figures
+
+        written = save_figures(figs, figures)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(rep.render(result, fmt))

@@ -12,6 +12,7 @@ from ncbench.cli.app import app
 
 #: Exit codes of `ncbench run`.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_SLURM = "Slurm (with --executor slurm; these override the config's executor.slurm table)"
 
 
 def _pct(v) -> str:
@@ -92,6 +93,19 @@ def run(
     retries: int = typer.Option(None, "--retries", help="Times a failed run is queued again "
                                                         "[default: 0]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; change nothing."),
+    # Slurm (--executor slurm): override [executor.slurm]; see ncbench.executors.slurm
+    partition: str = typer.Option(None, "--partition", help="Slurm partition.", rich_help_panel=_SLURM),
+    slurm_gpus: int = typer.Option(None, "--slurm-gpus", help="GPUs per run (job).", rich_help_panel=_SLURM),
+    slurm_cpus: int = typer.Option(None, "--slurm-cpus", help="CPUs per run (job).", rich_help_panel=_SLURM),
+    slurm_mem_gb: float = typer.Option(None, "--slurm-mem-gb", help="Memory per run, GB.", rich_help_panel=_SLURM),
+    slurm_time: int = typer.Option(None, "--slurm-time", help="Time limit per job, minutes (it "
+                                   "requeues and resumes when reached).", rich_help_panel=_SLURM),
+    account: str = typer.Option(None, "--account", help="Slurm account.", rich_help_panel=_SLURM),
+    qos: str = typer.Option(None, "--qos", help="Slurm QOS.", rich_help_panel=_SLURM),
+    array_parallelism: int = typer.Option(None, "--array-parallelism", help="Array tasks running at "
+                                          "once.", rich_help_panel=_SLURM),
+    detach: bool = typer.Option(False, "--detach", help="Return once submitted; `ncbench status` "
+                                "picks the results up later.", rich_help_panel=_SLURM),
 ) -> None:
     """Train the runs of the experiments: skips runs already done, resumes interrupted ones.
 
@@ -103,7 +117,10 @@ def run(
     from ncbench.progress import RichUI
 
     console = Console()
-    options = {"workers": workers, "gpus": gpus, "per_gpu": per_gpu, "retries": retries}
+    options = {"workers": workers, "gpus": gpus, "per_gpu": per_gpu, "retries": retries,
+               "partition": partition, "gpus_per_run": slurm_gpus, "cpus_per_run": slurm_cpus,
+               "mem_gb": slurm_mem_gb, "time_min": slurm_time, "account": account, "qos": qos,
+               "array_parallelism": array_parallelism, "detach": detach or None}
     result = run_grid(config, experiments, db_path=db, workdir=workdir, executor=executor,
                       options=options, dry_run=dry_run,
                       ui_factory=lambda skipped: RichUI(console, skipped=skipped))

@@ -42,7 +42,7 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
 
     `config` None means ./experiments.toml, which may then be absent if `db` is given (the
     database alone is shown). The config is validated like `ncbench run` validates it."""
-    from ncbench.config import DEFAULT_CONFIG, default_db_path, expand, load_config, select
+    from ncbench.config import DEFAULT_CONFIG, default_db_path, default_workdir, expand, load_config, select
     from ncbench.store import status_rows
 
     specs = []
@@ -54,6 +54,7 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
         specs = expand(cfg, names)
         experiments = names if experiments else None
     db_path = Path(db) if db is not None else default_db_path(config_path)
+    from ncbench.executors.slurm import refresh; refresh(db_path, default_workdir(config_path))  # noqa: E702 - Slurm jobs' news
     rows = status_rows(specs, db_path, experiments, include_unlisted=True)
     if statuses:
         rows = [r for r in rows if r["status"] in statuses]

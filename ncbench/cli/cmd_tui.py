@@ -41,15 +41,20 @@ def resolve_paths(config: Path | None, db: Path | None, workdir: Path | None,
 def tui(
     experiments: list[str] = typer.Argument(None, help="Only these experiments (default: all)."),
     config: Path = typer.Option(None, "--config", "-c",
-                                help="Experiments file [default: experiments.toml]."),
-    db: Path = typer.Option(None, "--db", help="Results database [default: ncbench.duckdb beside "
+                                help="Experiments file \\[default: experiments.toml]."),
+    db: Path = typer.Option(None, "--db", help="Results database \\[default: ncbench.duckdb beside "
                                                "the config]."),
     workdir: Path = typer.Option(None, "--workdir",
-                                 help="Run directories [default: .ncbench/ beside the config]."),
+                                 help="Run directories \\[default: .ncbench/ beside the config]."),
     run: bool = typer.Option(False, "--run", help="Also start the queue (`ncbench run` for these "
                                                   "experiments) from the TUI; quitting stops it."),
     interval: float = typer.Option(1.0, "--interval", min=0.2, help="Seconds between database "
                                                                      "polls."),
+    workers: int = typer.Option(None, "--workers", "-w", help="For the queue: CPU-only runs at "
+                                                               "a time (as ncbench run)."),
+    gpus: str = typer.Option(None, "--gpus", help="For the queue: GPU indices, e.g. 0,1 (as "
+                                                  "ncbench run)."),
+    executor: str = typer.Option(None, "--executor", "-e", help="For the queue: local | slurm."),
 ) -> None:
     """Live terminal UI: every run with progress and latest NC1 / accuracy, per-run charts,
     loss comparison (the tables of `ncbench report`), queue control. Press ? for keys.
@@ -62,7 +67,11 @@ def tui(
         raise ConfigError(None, "--run needs an experiments file (--config FILE)")
     from ncbench.tui import run_tui
 
+    run_args: list[str] = []
+    for flag, value in (("--workers", workers), ("--gpus", gpus), ("--executor", executor)):
+        if value is not None:
+            run_args += [flag, str(value)]
     code = run_tui(db_path, config_path=config_path, experiments=names, workdir=work,
-                   start_queue=run, poll_interval=interval)
+                   start_queue=run, poll_interval=interval, run_args=run_args)
     if code not in (None, 0):
         typer.echo(f"the queue exited with code {code}", err=True)

@@ -265,13 +265,14 @@ class NullUI:
 
 class RunWatcher:
     """Incremental reader of one run directory for the UI: `poll()` reads new event lines and the
-    heartbeat and updates `view` (epoch, batch, metrics, error)."""
+    heartbeat and updates `view` (epoch, batch, metrics); `ended` holds the last `end` event
+    read (None while the attempt runs)."""
 
     def __init__(self, run_dir: str | os.PathLike, view: RunView):
         self.run_dir = Path(run_dir)
         self.view = view
+        self.ended: dict | None = None
         self._offset = 0
-        self._since_offset: int | None = None
 
     def skip_existing(self) -> None:
         """Ignore events already in the log (a new attempt's `end` is then the only one seen)."""
@@ -289,6 +290,8 @@ class RunWatcher:
                 self.view.epoch = max(self.view.epoch, int(e.get("epoch") or 0))
             elif e.get("type") == "start":
                 self.view.epoch = int(e.get("resumed_from_epoch") or 0)
+            elif e.get("type") == "end":
+                self.ended = e
         if (self.run_dir / HEARTBEAT_FILE).exists():
             beat = read_heartbeat(self.run_dir)
             if beat and isinstance(beat.get("epoch"), int):
@@ -336,8 +339,13 @@ def executor_options(config, name: str, cli: dict[str, Any]) -> dict[str, Any]:
                 hint = closest(key, LOCAL_OPTIONS)
                 raise ConfigError(str(config.path), "unknown key" + (f" (did you mean '{hint}'?)" if hint else "")
                                   + f"; valid: {', '.join(LOCAL_OPTIONS)}", key=f"executor.local.{key}")
-    if name != "local":  # only --retries means something to other executors
-        cli = {k: v for k, v in cli.items() if k == "retries"}
+    if name == "slurm":  # [executor.slurm] + its flags; checked here so errors name the file
+        from ncbench.executors.slurm import OPTION_KEYS, check_options
+
+        table.update({k: v for k, v in cli.items() if k in OPTION_KEYS and v is not None})
+        check_options(table, config.path)
+        return table
+    cli = {k: v for k, v in cli.items() if k in (LOCAL_OPTIONS if name == "local" else ("retries",))}
     table.update({k: v for k, v in cli.items() if v is not None})
     return table
 

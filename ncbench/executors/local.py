@@ -191,7 +191,19 @@ def _last_error_line(path: Path) -> str | None:
 
 
 @dataclass
+class _Spawned:
+    """A worker process started on standby for `spec` (not yet given a slot)."""
+
+    spec: RunSpec
+    run_dir: Path
+    proc: subprocess.Popen
+    log: IO[bytes]
+
+
+@dataclass
 class _Active:
+    """A worker given a slot: its run, process, attempt number and event watcher."""
+
     spec: RunSpec
     slot: Slot
     proc: subprocess.Popen
@@ -199,7 +211,6 @@ class _Active:
     attempt: int
     log: IO[bytes]
     watcher: RunWatcher
-    ended: dict | None = None  # the attempt's end event, once seen
     killed: bool = False  # SIGKILLed by the manager (second Ctrl-C)
 
 
@@ -209,14 +220,17 @@ class LocalExecutor:
 
     `gpus`: GPU indices among the visible ones (None: all visible; [] : CPU only);
     `per_gpu`: workers per GPU; `workers`: CPU workers (CPU-only); `retries`: times a failed
-    run is queued again; `poll_interval`: seconds per manager tick; `python`: interpreter of the
-    workers (default: this one); `env`: extra environment for the workers."""
+    run is queued again; `poll_interval`: seconds between database syncs / UI refreshes (the
+    processes are polled 10× as often); `standby`: start the next queued run's worker ahead of
+    time, so it has imported torch when a slot frees up (see `ncbench.worker`); `python`:
+    interpreter of the workers (default: this one); `env`: extra environment for the workers."""
 
     gpus: Sequence[int] | None = None
     per_gpu: int = 1
     workers: int | None = None
     retries: int = 0
     poll_interval: float = 1.0
+    standby: bool = True
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=dict)
     name: str = "local"
@@ -235,14 +249,15 @@ class LocalExecutor:
         retries_left = {s.run_id: self.retries for s in specs}
         results: dict[str, str] = {}
         active: dict[str, _Active] = {}  # slot name -> active run
-        free = [s for s in slots]
+        free = list(slots)
+        standby: _Spawned | None = None
         stopping = {"level": 0}
 
         def on_signal(signum, frame):  # noqa: ARG001
             stopping["level"] += 1
             if stopping["level"] == 1:
-                ui.note("stopping: waiting for the running workers to checkpoint-or-stop "
-                        "(Ctrl-C again to kill them now)")
+                ui.note("stopping: the running workers stop before their next batch and end "
+                        "interrupted (resumable); Ctrl-C again to kill them now")
                 for a in active.values():
                     _signal(a.proc, signal.SIGTERM)
             else:
@@ -251,55 +266,71 @@ class LocalExecutor:
                     a.killed = True
                     _signal(a.proc, signal.SIGKILL)
 
-        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        import threading
+
+        in_main = threading.current_thread() is threading.main_thread()
+        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+        last_sync = 0.0
         try:
-            while queue or active:
-                # 1. start runs into free slots (not once stopping)
-                while stopping["level"] == 0 and queue and free:
-                    spec = queue.popleft()
+            while queue or active or standby is not None:
+                changed = False
+                # 1. start runs into free slots (the standby worker first); none once stopping
+                while stopping["level"] == 0 and free and (standby is not None or queue):
+                    spawned = standby if standby is not None else self._spawn(queue.popleft(), workdir)
+                    standby = None
                     slot = free.pop(0)
-                    a = self._launch(spec, slot, workdir, store)
+                    a = self._go(spawned, slot, store)
                     active[slot.name] = a
-                    v = views[spec.run_id]
+                    v = views[a.spec.run_id]
                     v.status, v.slot, v.attempt, v.error = "running", slot.name, a.attempt, None
+                    v.epoch, v.batch, v.batches = 0, 0, 0
                     a.watcher.view = v
+                    changed = True
+                if stopping["level"] == 0 and self.standby and standby is None and queue:
+                    standby = self._spawn(queue.popleft(), workdir)
+                if stopping["level"] and standby is not None:
+                    queue.appendleft(standby.spec)
+                    _cancel(standby)
+                    standby = None
                 # 2. poll workers
-                finished = []
-                for slot_name, a in active.items():
-                    for e in a.watcher.poll():
-                        if e.get("type") == "end":
-                            a.ended = e
-                    if a.proc.poll() is not None:
-                        finished.append(slot_name)
+                finished = [name for name, a in active.items() if a.proc.poll() is not None]
                 synced = [a.spec.run_id for a in active.values()]
                 for slot_name in finished:
                     a = active.pop(slot_name)
                     free.append(a.slot)
-                    free.sort(key=lambda s: slots.index(s))
+                    free.sort(key=slots.index)
                     status, error = self._finish(a, stopping["level"] > 0)
                     v = views[a.spec.run_id]
                     v.status, v.error = status, error
+                    changed = True
                     if status == "failed" and retries_left[a.spec.run_id] > 0 and stopping["level"] == 0:
                         retries_left[a.spec.run_id] -= 1
-                        ui.note(f"run {a.spec.run_id} ({a.spec.label}) failed: {error} — "
-                                f"retrying ({retries_left[a.spec.run_id]} retries left after this)")
+                        ui.note(f"run {a.spec.run_id} ({a.spec.label}) failed: {error} — queued "
+                                f"again ({retries_left[a.spec.run_id]} retries left)")
                         v.status = "queued"
                         queue.append(a.spec)
                     else:
                         results[a.spec.run_id] = status
                         if status == "failed":
                             ui.note(f"run {a.spec.run_id} ({a.spec.label}) failed: {error}")
-                # 3. database, UI
-                if synced:
-                    _sync(store, workdir, synced, ui)
+                # 3. database, UI (about once per poll_interval, at once when a run ended)
+                now = time.monotonic()
+                if changed or now - last_sync >= self.poll_interval:
+                    last_sync = now
+                    for a in active.values():
+                        a.watcher.poll()
+                    if synced:
+                        _sync(store, workdir, synced, ui)
+                    ui.update(list(views.values()))
                 if stopping["level"] and not active:
                     break
-                ui.update(list(views.values()))
-                if queue or active:
-                    time.sleep(self.poll_interval)
+                if queue or active or standby is not None:
+                    time.sleep(min(0.1, self.poll_interval))
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+            if standby is not None:
+                _cancel(standby)
             for a in active.values():  # only on an exception in the loop itself
                 _signal(a.proc, signal.SIGKILL)
                 a.proc.wait()
@@ -310,38 +341,52 @@ class LocalExecutor:
         return results
 
     # -- one worker ------------------------------------------------------------------------------
-    def _launch(self, spec: RunSpec, slot: Slot, workdir: Path, store) -> _Active:
+    def _spawn(self, spec: RunSpec, workdir: Path) -> _Spawned:
+        """Start `spec`'s worker on standby: it imports torch, then waits for `_go`."""
         run_dir = prepare_run_dir(workdir, spec)
-        attempt = next_attempt(run_dir)
         env = dict(os.environ)
         env.update(self.env)
-        env.update(dict(slot.env))
-        env.update(NCBENCH_ATTEMPT=str(attempt), NCBENCH_SLOT=slot.name, NCBENCH_EXECUTOR=self.name,
-                   NCBENCH_PARENT_PID=str(os.getpid()), PYTHONUNBUFFERED="1")
+        env.update(NCBENCH_EXECUTOR=self.name, NCBENCH_PARENT_PID=str(os.getpid()),
+                   NCBENCH_STANDBY="1", PYTHONUNBUFFERED="1")
         env.pop(FAKE_GPUS_ENV, None)
         log = open(run_dir / "worker.log", "ab")
-        log.write(f"--- attempt {attempt} on slot {slot.name} ---\n".encode())
-        log.flush()
-        watcher = RunWatcher(run_dir, RunView(spec.run_id, spec.label, spec.epochs))
-        watcher.skip_existing()
         proc = subprocess.Popen([self.python, "-m", "ncbench.worker", str(run_dir)], env=env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=os.getcwd())
+        return _Spawned(spec, run_dir, proc, log)
+
+    def _go(self, sp: _Spawned, slot: Slot, store) -> _Active:
+        """Give a spawned worker its slot and attempt number: it starts training."""
+        import json
+
+        attempt = next_attempt(sp.run_dir)
+        env = dict(slot.env)
+        if os.environ.get("NCBENCH_THREADS"):  # an explicit user setting wins over cores // slots
+            env["NCBENCH_THREADS"] = os.environ["NCBENCH_THREADS"]
+        env.update(NCBENCH_ATTEMPT=str(attempt), NCBENCH_SLOT=slot.name)
+        sp.log.write(f"--- attempt {attempt} on slot {slot.name} ---\n".encode())
+        sp.log.flush()
+        watcher = RunWatcher(sp.run_dir, RunView(sp.spec.run_id, sp.spec.label, sp.spec.epochs))
+        watcher.skip_existing()
         try:
-            store.set_status(spec.run_id, "running", executor=self.name, slot=slot.name,
-                             attempt=attempt, pid=proc.pid, error=None, finished_at=None)
+            sp.proc.stdin.write((json.dumps({"env": env}) + "\n").encode())
+            sp.proc.stdin.close()
+        except (BrokenPipeError, OSError):  # died on standby: _finish reports how
+            pass
+        try:
+            store.set_status(sp.spec.run_id, "running", executor=self.name, slot=slot.name,
+                             attempt=attempt, pid=sp.proc.pid, error=None, finished_at=None)
         except Exception:  # noqa: BLE001 - the database is informative; the run goes on
             pass
-        return _Active(spec, slot, proc, run_dir, attempt, log, watcher)
+        return _Active(sp.spec, slot, sp.proc, sp.run_dir, attempt, sp.log, watcher)
 
     def _finish(self, a: _Active, stopping: bool) -> tuple[str, str | None]:
         """The final status of a finished worker: its own `end` event, else one written here."""
-        for e in a.watcher.poll():
-            if e.get("type") == "end":
-                a.ended = e
+        a.watcher.poll()
         a.log.close()
-        if a.ended is not None:
-            return a.ended.get("status") or "failed", a.ended.get("error")
+        ended = a.watcher.ended
+        if ended is not None:
+            return ended.get("status") or "failed", ended.get("error")
         rc = a.proc.returncode
         if a.killed or (stopping and rc in (-signal.SIGTERM, -signal.SIGINT)):
             status, error = "interrupted", "stopped by the user (" + describe_exit(rc) + ")"
@@ -349,6 +394,21 @@ class LocalExecutor:
             status, error = "failed", describe_exit(rc, a.run_dir / "worker.log")
         mark_ended(a.run_dir, status, error, returncode=rc)
         return status, error
+
+
+def _cancel(sp: _Spawned, timeout: float = 10.0) -> None:
+    """Stop a standby worker (EOF on its stdin, SIGTERM; SIGKILL after `timeout`)."""
+    try:
+        sp.proc.stdin.close()
+    except OSError:
+        pass
+    _signal(sp.proc, signal.SIGTERM)
+    try:
+        sp.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _signal(sp.proc, signal.SIGKILL)
+        sp.proc.wait()
+    sp.log.close()
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:

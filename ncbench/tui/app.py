@@ -205,8 +205,10 @@ class NcbenchApp(App[None]):
         if row is None:
             return
         if row.status not in RETRYABLE:
-            self.notify(f"run {run_id} is {row.status}; only {', '.join(RETRYABLE)} runs can be "
-                        "retried", severity="warning")
+            why = (" (a diverged run is deterministic: ncbench run does not rerun it)"
+                   if row.status == "diverged" else "")
+            self.notify(f"run {run_id} is {row.status}; only {' or '.join(RETRYABLE)} runs can "
+                        f"be retried{why}", severity="warning")
             return
         self._retry_worker(run_id)
 
@@ -220,16 +222,25 @@ class NcbenchApp(App[None]):
         self.call_from_thread(self._after_retry, run_id, msg)
 
     def _after_retry(self, run_id: str, msg: str) -> None:
-        if run_id in self.runs:
-            self.db_runs[run_id] = with_status(self.runs[run_id], "queued")
+        row = self.runs.get(run_id)
+        if row is not None:
+            self.db_runs[run_id] = with_status(row, "queued")
             self._set_runs(self.db_runs)
         if self.controller.running:
-            # The running queue took its run list when it started: restart it to pick this up.
-            self.notify(msg + "; it runs when the queue restarts (r twice)")
+            # The running queue planned its runs when it started: it picks this one up on restart.
+            self.notify(msg + "; it runs when the queue restarts (r to stop, r to start)")
             return
-        self.notify(msg)
-        if self.config_path is not None:
-            self.action_toggle_queue()
+        if self.controller.config_path is None:
+            self.notify(msg + "; start `ncbench run` to run it")
+            return
+        try:
+            started = self.controller.start(also=[row.experiment] if row else [])
+        except (NcbenchError, OSError) as exc:
+            self.notify(f"{msg}; cannot start the queue: {exc}", severity="error")
+            return
+        self._queue_was_running = True
+        self.notify(f"{msg}; {started}")
+        self._runs_changed()
 
     def ask_cancel(self, run_id: str) -> None:
         """Ask, then cancel a running run (SIGTERM to its worker)."""

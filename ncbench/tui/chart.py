@@ -203,7 +203,7 @@ class Chart(PlotextPlot):
         xlo, xhi = min(xs_all), max(xs_all)
         if xhi > xlo:
             plt.xlim(xlo, xhi)
-        plt.xticks(int_ticks(xlo, xhi, max(2, width // 10)) or [xlo])
+        plt.xticks(int_ticks(xlo, xhi, max(3, width // 8)) or [xlo])
         ylo, yhi = min(ys_all), max(ys_all)
         if self.ylim is not None and not self.log:
             ylo, yhi = min(ylo, self.ylim[0]), max(yhi, self.ylim[1])

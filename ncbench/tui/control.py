@@ -5,8 +5,9 @@
   exactly what Ctrl-C in a terminal does to `ncbench run`.
 * Cancel a running run = SIGTERM to its worker, whose pid is in the run's heartbeat.json (or
   the `runs.pid` column); the worker ends the run as `interrupted`.
-* Retry a failed / diverged / interrupted run = set it back to `queued` in the store, then (re)start
-  the queue.
+* Retry a failed or interrupted run = set it back to `queued` in the store, then start the queue
+  (`ncbench run` reruns failed and interrupted runs, resuming from their checkpoint; it never
+  reruns `done` or `diverged` ones).
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ class ControlError(NcbenchError):
 class QueueController:
     """Starts and stops one `ncbench run` child process for a config (the TUI's queue).
 
-    `command` is the argv (by default `python -m ncbench run [EXPERIMENT…] --config C --db D`);
-    `log_path` receives its stdout and stderr.
+    `command` replaces the whole argv (by default `python -m ncbench run [EXPERIMENT…] --config C
+    --db D --workdir W` + `run_args`, e.g. `["--workers", "2"]`); `log_path` receives its stdout
+    and stderr.
     """
 
     def __init__(self, config_path: str | Path | None, db_path: str | Path,
                  experiments: Sequence[str] = (), *, workdir: str | Path | None = None,
-                 log_path: str | Path | None = None, command: Sequence[str] | None = None):
+                 log_path: str | Path | None = None, command: Sequence[str] | None = None,
+                 run_args: Sequence[str] = ()):
         self.config_path = Path(config_path) if config_path else None
         self.db_path = Path(db_path)
         self.experiments = list(experiments)
@@ -46,20 +49,25 @@ class QueueController:
         base = self.workdir or self.db_path.parent
         self.log_path = Path(log_path) if log_path else base / "tui-queue.log"
         self._command = list(command) if command else None
+        self.run_args = list(run_args)
         self.proc: subprocess.Popen | None = None
         self.started_at: float | None = None
 
     @property
     def command(self) -> list[str]:
+        return self.command_for(self.experiments)
+
+    def command_for(self, experiments: Sequence[str]) -> list[str]:
+        """The argv that runs `experiments` (empty: the config's default ones)."""
         if self._command:
             return list(self._command)
-        cmd = [sys.executable, "-m", "ncbench", "run", *self.experiments]
+        cmd = [sys.executable, "-m", "ncbench", "run", *experiments]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
         cmd += ["--db", str(self.db_path)]
         if self.workdir is not None:
             cmd += ["--workdir", str(self.workdir)]
-        return cmd
+        return cmd + self.run_args
 
     @property
     def running(self) -> bool:
@@ -73,18 +81,33 @@ class QueueController:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
-    def start(self) -> str:
-        """Spawn the queue unless it runs already; returns a message for the user."""
+    def default_experiments(self) -> list[str]:
+        """What `ncbench run` runs without names: the config's `default` (else all)."""
+        from ncbench.config import load_config
+
+        cfg = load_config(self.config_path) if self.config_path else None
+        return list(cfg.default or cfg.names) if cfg else []
+
+    def start(self, also: Sequence[str] = ()) -> str:
+        """Spawn the queue unless it runs already; `also`: experiments to run besides the
+        TUI's own (e.g. the experiment of a retried run). Returns a message for the user."""
         if self.config_path is None:
             raise ControlError("no experiments.toml given: cannot start the queue "
                                "(pass --config)")
         if self.running:
             return f"queue already running (pid {self.pid})"
+        experiments = list(self.experiments)
+        if also:
+            base = experiments or self.default_experiments()
+            extra = [e for e in also if e not in base]
+            if extra:
+                experiments = base + extra
+        argv = self.command_for(experiments)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
             )
         finally:
@@ -166,7 +189,8 @@ def cancel_run(workdir: str | Path | None, run_id: str, *, db_pid: int | None = 
 
 
 def retry_run(db_path: str | Path, run_id: str) -> str:
-    """Set a failed / diverged / interrupted run back to `queued` (the queue then runs it)."""
+    """Set a failed / interrupted run back to `queued`; `ncbench run` reruns it (resuming from
+    its checkpoint). Diverged runs are not rerun by `ncbench run` (they are deterministic)."""
     from ncbench.store import Store
 
     if not Store(db_path, lock_timeout=10.0).set_status(run_id, "queued", error=None,

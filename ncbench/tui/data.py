@@ -33,8 +33,8 @@ __all__ = [
     "format_duration", "format_metric",
 ]
 
-# Statuses a run may be retried from / cancelled in.
-RETRYABLE = ("failed", "diverged", "interrupted")
+# Statuses a run may be retried from (`ncbench run` reruns these) / cancelled in.
+RETRYABLE = ("failed", "interrupted")
 CANCELLABLE = ("running",)
 
 
@@ -82,7 +82,7 @@ class RunRow:
 
     def elapsed(self, now: datetime) -> float | None:
         """Seconds since the run started (until it finished); None if it never started."""
-        if self.started_at is None:
+        if self.started_at is None or self.status == "queued":
             return None
         end = self.finished_at if (self.finished_at and self.status != "running") else now
         return max(0.0, (end - self.started_at).total_seconds())

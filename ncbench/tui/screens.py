@@ -542,7 +542,7 @@ HELP = """\
   /               filter            Esc     clear filter
   s / S           next sort / reverse (or click a column header)
   c               compare the experiment of the selected run
-  R               retry the selected failed / diverged / interrupted run
+  R               retry the selected failed / interrupted run (starts the queue)
   x               cancel the selected running run (SIGTERM to its worker)
 
 [b]Filter syntax[/b]  terms separated by spaces, all must hold
@@ -608,5 +608,6 @@ def _show_wide(static: Static, parts: list[Any]) -> None:
     group = Group(*parts)
     console = Console(width=1000, file=io.StringIO())
     width = Measurement.get(console, console.options, group).maximum if parts else 1
-    static.styles.width = max(1, width)
+    pad = static.styles.padding
+    static.styles.width = max(1, width) + pad.left + pad.right
     static.update(group)

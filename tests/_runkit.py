@@ -1,0 +1,172 @@
+"""Helpers for the tests that run `ncbench run` as real processes (e2e, faults, executor).
+
+Also holds user losses the workers import by name ("_runkit:slow_ce"): the subprocesses get
+this folder on PYTHONPATH (`env()`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+TINY_DATA = '{ num_classes = 4, dim = 8, n_train_per_class = 40, n_test_per_class = 20 }'
+
+
+def experiment(name: str, *, losses=("ce", "mse"), epochs=2, eval_every=1, extra: str = "") -> str:
+    """TOML of a tiny experiment: Gaussian 4 classes × 40 (8-d), mlp width 1/8, batch 32, CPU."""
+    loss = "[" + ", ".join(f'"{x}"' for x in losses) + "]"
+    return (f'[experiments.{name}]\ndataset = "gaussian"\ndataset_params = {TINY_DATA}\n'
+            f'model = "mlp"\nwidth = 0.125\nloss = {loss}\nepochs = {epochs}\n'
+            f'eval_every = {eval_every}\nbatch_size = 32\ndevice = "cpu"\n{extra}\n')
+
+
+def write_config(tmp: Path, *experiments: str) -> Path:
+    path = tmp / "experiments.toml"
+    path.write_text("\n".join(experiments))
+    return path
+
+
+def env(**extra: str) -> dict[str, str]:
+    """Environment of the ncbench subprocesses: one torch thread, this folder importable."""
+    e = dict(os.environ)
+    e["NCBENCH_THREADS"] = "1"
+    e["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    e.pop("NCBENCH_FAKE_GPUS", None)
+    e.update(extra)
+    return e
+
+
+def ncbench(*args: str, cwd: Path, timeout: float = 180, **env_extra: str) -> subprocess.CompletedProcess:
+    """Run `python -m ncbench ARGS` to completion (output captured)."""
+    return subprocess.run([sys.executable, "-m", "ncbench", *args], cwd=cwd, env=env(**env_extra),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start(*args: str, cwd: Path, **env_extra: str) -> subprocess.Popen:
+    """Start `python -m ncbench ARGS` in the background; output goes to cwd/manager.log."""
+    log = open(cwd / "manager.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "ncbench", *args], cwd=cwd, env=env(**env_extra),
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc.log_path = cwd / "manager.log"
+    return proc
+
+
+def wait_for(pred, timeout: float = 90.0, interval: float = 0.1, what: str = "condition",
+             proc: subprocess.Popen | None = None):
+    """Poll `pred()` until truthy (returns its value) or fail after `timeout` seconds — or as
+    soon as `proc` (a background `ncbench run`) has exited, showing its output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"ncbench exited ({proc.returncode}) before {what}:\n"
+                                 + getattr(proc, "log_path", Path("/dev/null")).read_text())
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def run_dirs(workdir: Path) -> list[Path]:
+    root = workdir / "runs"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def spec_of(run_dir: Path) -> dict:
+    """The run's spec.json as a dict ({} while it is being written)."""
+    try:
+        return json.loads((run_dir / "spec.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def events(run_dir: Path) -> list[dict]:
+    from ncbench.events import read_events
+
+    return read_events(run_dir)
+
+
+def of_type(run_dir: Path, kind: str) -> list[dict]:
+    return [e for e in events(run_dir) if e.get("type") == kind]
+
+
+def heartbeat(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "heartbeat.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "checkpoint.pt").exists()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still "exists": check its state
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def query(db: Path, sql: str, params=None) -> list[tuple]:
+    from ncbench.store import read_connection
+
+    with read_connection(db) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def assert_no_duplicate_evals(run_dir: Path) -> None:
+    """No epoch has two `eval` events in a run's log (a resumed run never re-logs an epoch)."""
+    epochs = [e["epoch"] for e in of_type(run_dir, "eval")]
+    assert len(epochs) == len(set(epochs)), f"{run_dir.name}: epochs logged twice: {epochs}"
+
+
+def kill(proc_or_pid, sig=signal.SIGKILL) -> None:
+    pid = proc_or_pid.pid if hasattr(proc_or_pid, "pid") else int(proc_or_pid)
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------
+# user losses imported by the workers ("_runkit:NAME")
+# ----------------------------------------------------------------------------------------------
+
+
+def slow_ce(num_classes: int, delay: float = 0.02):
+    """Cross-entropy that sleeps `delay` s per call: makes a run last long enough to be
+    interrupted, without using CPU."""
+    import torch.nn.functional as F
+
+    def loss(logits, target):
+        time.sleep(delay)
+        return F.cross_entropy(logits, target)
+
+    return loss
+
+
+def fail_once(num_classes: int, marker: str = ""):
+    """Cross-entropy that raises on the first attempt (creates `marker`), works afterwards."""
+    import torch.nn.functional as F
+
+    def loss(logits, target):
+        if marker and not os.path.exists(marker):
+            Path(marker).write_text("failed once")
+            raise RuntimeError("deliberate failure for the retry test")
+        return F.cross_entropy(logits, target)
+
+    return loss

@@ -1,0 +1,165 @@
+"""The local executor's parts: slots, exit causes, run classification (alive here / elsewhere /
+lost), and slot assignment with fake GPUs through real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from _runkit import experiment, ncbench, of_type, query, run_dirs, write_config
+
+from ncbench.errors import ConfigError
+from ncbench.events import EventLog, atomic_write_text
+from ncbench.executors import classify_run, next_attempt, plan_runs, run_dir_of
+from ncbench.executors.local import describe_exit, make_slots, parse_gpus
+from ncbench.runs import RunSpec
+
+
+def env_of(slot) -> dict:
+    return dict(slot.env)
+
+
+# -- slots ----------------------------------------------------------------------------------------
+
+
+def test_gpu_slots_pin_one_gpu_each_and_pack_per_gpu():
+    visible = ["0", "1", "2", "3"]
+    slots = make_slots([0, 1, 3], 1, None, visible=visible, cores=12)
+    assert [s.name for s in slots] == ["gpu0", "gpu1", "gpu3"]
+    assert [env_of(s)["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "1", "3"]
+    assert all(env_of(s)["NCBENCH_THREADS"] == "4" for s in slots)
+    packed = make_slots([2], 3, None, visible=visible, cores=12)
+    assert [s.name for s in packed] == ["gpu2.0", "gpu2.1", "gpu2.2"]
+    assert {env_of(s)["CUDA_VISIBLE_DEVICES"] for s in packed} == {"2"}
+    # indices are among the *visible* GPUs: CUDA_VISIBLE_DEVICES=4,6 → --gpus 1 is GPU 6
+    (slot,) = make_slots([1], 1, None, visible=["4", "6"], cores=2)
+    assert env_of(slot)["CUDA_VISIBLE_DEVICES"] == "6"
+    assert [s.name for s in make_slots(None, 2, None, visible=["0", "1"], cores=8)] == \
+        ["gpu0.0", "gpu0.1", "gpu1.0", "gpu1.1"]
+
+
+def test_cpu_slots_split_the_cores():
+    slots = make_slots(None, 1, None, visible=[], cores=2)
+    assert [s.name for s in slots] == ["cpu0"] and env_of(slots[0])["NCBENCH_THREADS"] == "2"
+    slots = make_slots(None, 1, 2, visible=[], cores=2)
+    assert [s.name for s in slots] == ["cpu0", "cpu1"]
+    assert all(env_of(s)["NCBENCH_THREADS"] == "1" for s in slots)
+    # --gpus none on a GPU machine: CPU slots that hide the GPUs
+    slots = make_slots([], 1, 3, visible=["0"], cores=6)
+    assert len(slots) == 3 and all(env_of(s)["CUDA_VISIBLE_DEVICES"] == "" for s in slots)
+
+
+def test_slot_option_errors():
+    with pytest.raises(ConfigError, match="only 2 GPU"):
+        make_slots([5], 1, None, visible=["0", "1"])
+    with pytest.raises(ConfigError, match="--per-gpu"):
+        make_slots([0], 1, 2, visible=["0", "1"])
+    with pytest.raises(ConfigError, match="--workers must be"):
+        make_slots(None, 1, 0, visible=[])
+    assert parse_gpus("0,1,3") == [0, 1, 3] and parse_gpus([2]) == [2]
+    assert parse_gpus("all") is None and parse_gpus("none") == [] and parse_gpus(None) is None
+    with pytest.raises(ConfigError, match="GPU indices"):
+        parse_gpus("0,x")
+
+
+# -- exit causes ----------------------------------------------------------------------------------
+
+
+def test_describe_exit(tmp_path):
+    log = tmp_path / "worker.log"
+    log.write_text("ncbench worker: run x\nTraceback (most recent call last):\n  File ...\n"
+                   "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
+    assert describe_exit(139) == "exit code 139 (SIGSEGV)"
+    assert describe_exit(3) == "exit code 3"
+    assert describe_exit(1, log) == "exit code 1: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+def test_segfaulting_worker_is_reported_with_its_signal(tmp_path):
+    """A real process killed by SIGSEGV: the cause the executor would record."""
+    p = subprocess.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"])
+    assert describe_exit(p.returncode).startswith("killed by SIGSEGV")
+
+
+# -- alive here, alive elsewhere, or lost -----------------------------------------------------------
+
+
+def _started_run(tmp_path, *, host: str, pid: int, age_s: float, end: str | None = None):
+    spec = RunSpec(experiment="x", dataset="gaussian", model="mlp", loss="ce", width=1.0, epochs=3, seed=0)
+    d = run_dir_of(tmp_path, spec.run_id)
+    log = EventLog(d, spec.run_id)
+    log.start(1, host=host, device="cpu", pid=pid)
+    log.eval(1, {"train_acc": 0.5})
+    if end:
+        log.end(end)
+    t = (datetime.now(timezone.utc) - timedelta(seconds=age_s)).isoformat()
+    atomic_write_text(d / "heartbeat.json", json.dumps({"pid": pid, "host": host, "time": t,
+                                                        "epoch": 1, "phase": "train"}))
+    return spec, d
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_classify_alive_here_elsewhere_and_lost(tmp_path):
+    me = socket.gethostname()
+    _, d = _started_run(tmp_path / "a", host=me, pid=os.getpid(), age_s=1)
+    assert classify_run(d).status == "alive"
+    _, d = _started_run(tmp_path / "b", host=me, pid=_dead_pid(), age_s=1)
+    state = classify_run(d)
+    assert state.status == "lost" and "is gone" in state.note
+    _, d = _started_run(tmp_path / "c", host="gpu-node-7", pid=12345, age_s=5)
+    state = classify_run(d)
+    assert state.status == "alive" and "gpu-node-7" in state.note
+    _, d = _started_run(tmp_path / "d", host="gpu-node-7", pid=12345, age_s=3600)
+    assert classify_run(d).status == "lost"
+    _, d = _started_run(tmp_path / "e", host=me, pid=os.getpid(), age_s=1, end="done")
+    assert classify_run(d).status == "done"
+    assert classify_run(tmp_path / "nothing").status == "new"
+
+
+def test_plan_skips_done_and_alive_resumes_lost(tmp_path):
+    me = socket.gethostname()
+    lost, d_lost = _started_run(tmp_path, host=me, pid=_dead_pid(), age_s=1)
+    spec2 = lost.replace(seed=1)
+    d2 = run_dir_of(tmp_path, spec2.run_id)
+    EventLog(d2, spec2.run_id).start(1, host="elsewhere", pid=1)
+    atomic_write_text(d2 / "heartbeat.json", json.dumps(
+        {"pid": 1, "host": "elsewhere", "time": datetime.now(timezone.utc).isoformat(), "epoch": 0,
+         "phase": "train"}))
+    spec3 = lost.replace(seed=2)
+    plan = plan_runs([lost, spec2, spec3], tmp_path)
+    assert [s.run_id for s in plan.todo] == [lost.run_id, spec3.run_id]
+    assert "elsewhere" in plan.skipped[spec2.run_id]
+    assert lost.run_id in plan.resumed
+    assert of_type(d_lost, "end")[-1]["status"] == "interrupted"  # the dead attempt is closed
+    assert next_attempt(d_lost) == 2
+
+
+# -- fake GPUs through real workers ------------------------------------------------------------------
+
+
+def test_fake_gpu_slots_reach_the_workers(tmp_path):
+    cfg = write_config(tmp_path, experiment("tiny", losses=("ce", "mse"), epochs=1, extra='device = "auto"'
+                                            ).replace('device = "cpu"\n', ""))
+    out = ncbench("run", "--config", str(cfg), "--gpus", "1,3", "--per-gpu", "1", cwd=tmp_path,
+                  NCBENCH_FAKE_GPUS="4")
+    assert out.returncode == 0, out.stdout + out.stderr
+    seen = {}
+    for d in run_dirs(tmp_path / ".ncbench"):
+        (start,) = of_type(d, "start")
+        assert start["device"] == "cpu"  # no real GPU 1 or 3: torch falls back to the CPU
+        assert start["slot"] == f"gpu{start['cuda_visible_devices']}"
+        seen[d.name] = start["cuda_visible_devices"]
+    assert sorted(seen.values()) == ["1", "3"]
+    slots = dict(query(tmp_path / "ncbench.duckdb", "SELECT run_id, slot FROM runs"))
+    assert slots == {rid: f"gpu{g}" for rid, g in seen.items()}

@@ -1,0 +1,57 @@
+"""`ncbench run` end to end, as a subprocess on a tiny experiment, checked through SQL."""
+
+from __future__ import annotations
+
+import math
+
+from _runkit import experiment, events, ncbench, of_type, query, run_dirs, write_config
+
+from ncbench.schema import EPOCH_METRICS
+
+NC = ("nc1", "nc2", "nc3", "nc4", "nc2_centered", "nc3_centered")
+
+
+def test_run_then_rerun_trains_nothing(tmp_path):
+    cfg = write_config(tmp_path, experiment("tiny", losses=("ce", "mse"), epochs=2, eval_every=1))
+    db = tmp_path / "ncbench.duckdb"
+    out = ncbench("run", "--config", str(cfg), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 done" in out.stdout
+
+    runs = query(db, "SELECT run_id, status, executor, slot, attempt, host, device, heartbeat_at, "
+                     "started_at, finished_at, error FROM runs ORDER BY loss")
+    assert len(runs) == 2
+    for run_id, status, executor, slot, attempt, host, device, beat, started, finished, error in runs:
+        assert status == "done" and error is None
+        assert executor == "local" and slot == "cpu0" and attempt == 1
+        assert host and device == "cpu" and beat is not None and started <= finished
+
+    cols = [c for (c,) in query(db, "SELECT column_name FROM (DESCRIBE epochs)")]
+    assert set(EPOCH_METRICS) <= set(cols)
+    rows = query(db, f"SELECT run_id, epoch, {', '.join(EPOCH_METRICS)} FROM epochs ORDER BY run_id, epoch")
+    assert [(r[1]) for r in rows] == [1, 2, 1, 2]
+    for r in rows:
+        values = dict(zip(EPOCH_METRICS, r[2:]))
+        for name in NC + tuple("test_" + n for n in NC):
+            assert values[name] is not None and math.isfinite(values[name]), (name, values[name])
+        assert 0 <= values["train_acc"] <= 1 and 0 <= values["test_acc"] <= 1
+    results = query(db, "SELECT run_id, best_val_acc, test_acc_at_best_val, final_nc1 FROM results")
+    assert len(results) == 2 and all(r[2] is not None for r in results)
+    n_metrics = query(db, "SELECT count(*) FROM metrics")[0][0]
+    assert n_metrics == 2 * 2 * len(EPOCH_METRICS)
+    logs = {d.name: len(events(d)) for d in run_dirs(tmp_path / ".ncbench")}
+
+    again = ncbench("run", "--config", str(cfg), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 skipped" in again.stdout
+    assert query(db, "SELECT count(*) FROM metrics")[0][0] == n_metrics
+    assert {d.name: len(events(d)) for d in run_dirs(tmp_path / ".ncbench")} == logs  # nothing started
+    assert all(len(of_type(d, "start")) == 1 for d in run_dirs(tmp_path / ".ncbench"))
+
+
+def test_bad_config_exits_2_and_stores_nothing(tmp_path):
+    cfg = write_config(tmp_path, experiment("tiny", extra="lernrate = 0.1"))
+    out = ncbench("run", "--config", str(cfg), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "lernrate" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "ncbench.duckdb").exists() and not (tmp_path / ".ncbench").exists()

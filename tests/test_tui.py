@@ -1,0 +1,754 @@
+"""The TUI (`ncbench.tui`): its pure helpers, its queries, its control actions, and pilots that
+drive the real app (App.run_test) over a database filled by real tiny `ncbench run` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests._tui_data import NOW, RUNS, make_tui_db
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+
+def async_test(fn):
+    """Run an async test function with asyncio.run (no pytest-asyncio needed)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+    return wrapper
+
+
+def screen_text(app) -> str:
+    """The characters on the app's screen (what a user sees), without colours."""
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
+                      color_system=None, record=True, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(
+        full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+async def wait_for(pilot, condition, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n"
+                                 + screen_text(pilot.app))
+        await pilot.pause(0.05)
+
+
+async def fresh_poll(pilot) -> None:
+    """Wait until a poll that started after this call has been applied."""
+    app = pilot.app
+    await wait_for(pilot, lambda: not app._polling, what="idle poller")
+    before = app.polls
+    app.poll()
+    await wait_for(pilot, lambda: app.polls > before, what="a poll")
+    await pilot.pause()
+
+
+def make_app(db, **kw):
+    from ncbench.tui.app import NcbenchApp
+
+    kw.setdefault("now", lambda: NOW)
+    kw.setdefault("poll_interval", 0.2)
+    return NcbenchApp(db, **kw)
+
+
+# ------------------------------------------------------------------------------------------
+# a database from real tiny runs (once per module)
+# ------------------------------------------------------------------------------------------
+
+PILOT_TOML = """\
+[experiments.pilot]
+dataset = "gaussian"
+model = "mlp"
+loss = ["ce", "mse"]
+width = [0.5]
+epochs = 3
+seed = [0, 1]
+eval_every = 1
+batch_size = 32
+per_class = 20
+"""
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory):
+    """experiments.toml + ncbench.duckdb after `ncbench run` (started the way the TUI starts it:
+    QueueController) trained 4 tiny runs: gaussian/mlp, losses ce and mse, 2 seeds, 3 epochs."""
+    from ncbench.tui.control import QueueController
+
+    d = tmp_path_factory.mktemp("tui_real")
+    cfg = d / "experiments.toml"
+    cfg.write_text(PILOT_TOML)
+    db = d / "ncbench.duckdb"
+    q = QueueController(cfg, db, workdir=d / ".ncbench", run_args=["--workers", "2"])
+    q.start()
+    try:
+        q.proc.wait(timeout=400)
+    finally:
+        q.shutdown(timeout=10)
+    assert q.returncode == 0, q.log_path.read_text()[-3000:]
+    return cfg, db
+
+
+def copy_db(src: Path, dst_dir: Path) -> Path:
+    dst = dst_dir / "copy.duckdb"
+    shutil.copy(src, dst)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------
+# chart sanitiser
+# ------------------------------------------------------------------------------------------
+
+def test_sanitize_drops_nan_inf_and_nonpositive_on_log():
+    from ncbench.tui.chart import sanitize
+
+    x = [1, 2, 3, 4, 5, 6]
+    y = [1.0, 0.0, -2.0, math.nan, math.inf, 100.0]
+    xs, ys, dropped = sanitize(x, y, log=True)
+    assert xs == [1.0, 6.0]
+    assert ys == [0.0, 2.0]  # log10(1), log10(100)
+    assert dropped == 4
+    xs, ys, dropped = sanitize(x, y, log=False)
+    assert xs == [1.0, 2.0, 3.0, 6.0] and ys == [1.0, 0.0, -2.0, 100.0] and dropped == 2
+
+
+def test_sanitize_edge_cases():
+    from ncbench.tui.chart import HUGE, sanitize
+
+    assert sanitize([], [], log=True) == ([], [], 0)
+    assert sanitize([3], [0.5], log=False) == ([3.0], [0.5], 0)
+    assert sanitize([3], [0.0], log=True) == ([], [], 1)
+    # unequal lengths: the extra points count as dropped
+    assert sanitize([1, 2, 3], [1.0], log=False) == ([1.0], [1.0], 2)
+    # None and non-numbers are dropped, not raised on
+    assert sanitize([1, None, 3], [1.0, 2.0, "x"], log=False) == ([1.0], [1.0], 2)
+    # values plotext cannot draw on a linear axis
+    xs, ys, d = sanitize([1, 2, 3], [10 * HUGE, 1e-40, 2.0], log=False)
+    assert (xs, ys, d) == ([2.0, 3.0], [0.0, 2.0], 1)
+    # a log axis takes them: log10 is finite
+    xs, ys, d = sanitize([1, 2], [1e300, 1e-300], log=True)
+    assert ys == [300.0, -300.0] and d == 0
+
+
+def test_ticks():
+    from ncbench.tui.chart import int_ticks, log_ticks
+
+    ticks, labels = log_ticks(-4.2, 0.5, 6)
+    assert ticks == [-4.0, -3.0, -2.0, -1.0, 0.0]
+    assert labels == ["1e-4", "1e-3", "0.01", "0.1", "1"]
+    ticks, labels = log_ticks(-300, 1, 5)  # never more than asked
+    assert len(ticks) <= 5 and labels[0] == "1e-300"
+    ticks, labels = log_ticks(0.2, 0.2, 5)  # one value
+    assert len(ticks) == 1 and labels == [f"{10 ** 0.2:.2g}"]
+    assert int_ticks(1, 3, 6) == [1.0, 2.0, 3.0]
+    assert int_ticks(5, 5, 6) == [5.0]
+    t = int_ticks(1, 160, 6)
+    assert len(t) <= 6 and all(v == int(v) for v in t) and 1 <= t[0] and t[-1] <= 160
+
+
+@async_test
+async def test_chart_widget_draws_any_data():
+    """Zeros, NaN, ±inf, a single point, an empty series and huge values, on log and linear
+    axes, in real Chart widgets: nothing raises, nothing falls back to the error text."""
+    from textual.app import App, ComposeResult
+
+    from ncbench.tui.chart import Chart, Series
+
+    nasty = {
+        "zeros": [0.0, 0.0, 0.0], "nan": [math.nan] * 3, "mixed": [1.0, 0.0, -1.0],
+        "inf": [math.inf, 1.0, -math.inf], "huge": [1e300, 1e-300, 1.0],
+    }
+
+    class ChartApp(App):
+        def compose(self) -> ComposeResult:
+            for log in (True, False):
+                for name in nasty:
+                    yield Chart(f"{name}-{log}", log=log, id=f"c-{name}-{log}")
+                yield Chart(f"single-{log}", log=log, id=f"c-single-{log}")
+                yield Chart(f"empty-{log}", log=log, id=f"c-empty-{log}")
+
+    app = ChartApp()
+    async with app.run_test(size=(120, 200)) as pilot:
+        for log in (True, False):
+            for name, ys in nasty.items():
+                app.query_one(f"#c-{name}-{log}", Chart).set_series(
+                    [Series(name, [1, 2, 3], ys), Series("ok", [1, 2, 3], [1.0, 2.0, 3.0])])
+            app.query_one(f"#c-single-{log}", Chart).set_series([Series("one", [5], [0.5])])
+            app.query_one(f"#c-empty-{log}", Chart).set_series([Series("none", [], [])])
+        await pilot.pause()
+        for chart in app.query(Chart):
+            chart.render()
+            assert chart.error is None, (chart.id, chart.error)
+        assert app.query_one("#c-mixed-True", Chart).dropped == 2
+        assert app.query_one("#c-zeros-True", Chart).dropped == 3
+        assert app.query_one("#c-inf-False", Chart).dropped == 2
+
+
+# ------------------------------------------------------------------------------------------
+# data layer of the TUI
+# ------------------------------------------------------------------------------------------
+
+def test_import_does_not_import_torch():
+    code = ("import sys, ncbench.tui, ncbench.tui.app, ncbench.tui.screens, ncbench.cli.cmd_tui;"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('ncbench.train')"
+            " or m in ('ncbench.models', 'ncbench.data', 'ncbench.losses')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_fetch_runs_latest_metrics(tmp_path):
+    from ncbench.store import read_connection
+    from ncbench.tui.data import fetch_runs
+
+    metrics = make_tui_db(tmp_path / "t.duckdb")
+    with read_connection(tmp_path / "t.duckdb") as con:
+        rows = fetch_runs(con)
+    assert set(rows) == {r[0] for r in RUNS}
+    for rid, by_epoch in metrics.items():
+        row = rows[rid]
+        if not by_epoch:
+            assert row.nc1 is None and row.test_acc is None and row.epoch is None
+            continue
+        last = max(by_epoch)
+        assert row.epoch == last
+        for name, got in (("nc1", row.nc1), ("test_acc", row.test_acc)):
+            want = by_epoch[last][name]
+            assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
+    with read_connection(tmp_path / "t.duckdb") as con:
+        assert set(fetch_runs(con, ["wide"])) == {"wide-ce-s0"}
+
+
+def test_fetch_series_is_incremental(tmp_path):
+    from ncbench.store import read_connection
+    from ncbench.tui.data import RunSeries, fetch_series
+
+    db = tmp_path / "t.duckdb"
+    metrics = make_tui_db(db)
+    s = RunSeries("demo-fl-s0")
+    with read_connection(db) as con:
+        assert fetch_series(con, s, attempt=1) == 4
+        assert fetch_series(con, s, attempt=1) == 0
+    xs, ys = s.get("nc2")
+    assert xs == [1, 2, 3, 4] and ys == pytest.approx([metrics["demo-fl-s0"][e]["nc2"]
+                                                      for e in xs])
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO metrics VALUES ('demo-fl-s0', 5, 'nc2', 0.123)")
+    con.close()
+    with read_connection(db) as con:
+        assert fetch_series(con, s, attempt=1) == 1
+        assert s.get("nc2")[0] == [1, 2, 3, 4, 5] and s.get("nc2")[1][-1] == 0.123
+        # a new attempt (retried run) refetches from the start
+        assert fetch_series(con, s, attempt=2) == 5
+        assert s.get("nc2")[0] == [1, 2, 3, 4, 5]
+
+
+def test_filter_and_sort():
+    from ncbench.tui.data import RunFilter, RunRow, sort_rows
+
+    def row(rid, loss, status, width=1.0, nc1=None, exp="demo"):
+        return RunRow(rid, exp, "digits", "mlp", loss, width, 10, 0, status, nc1=nc1)
+
+    rows = [row("a", "ce", "done", nc1=0.5), row("b", "fl", "running", 2.0, nc1=0.1),
+            row("c", "mse", "failed"), row("d", "ce", "queued", exp="other")]
+    keep = lambda text: [r.run_id for r in rows if RunFilter.parse(text)(r)]  # noqa: E731
+    assert keep("") == ["a", "b", "c", "d"]
+    assert keep("loss:ce") == ["a", "d"]
+    assert keep("loss:ce,fl status:done,running") == ["a", "b"]
+    assert keep("!status:done") == ["b", "c", "d"]
+    assert keep("width:2") == ["b"]
+    assert keep("exp:other") == ["d"]
+    assert keep("MSE") == ["c"]  # a bare word matches any text column, case-insensitively
+    f = RunFilter.parse("colour:red")
+    assert "unknown filter key 'colour'" in f.error
+    assert [r.run_id for r in sort_rows(rows, "nc1")] == ["b", "a", "c", "d"]  # None last
+    assert [r.run_id for r in sort_rows(rows, "nc1", reverse=True)] == ["a", "b", "c", "d"]
+    assert [r.run_id for r in sort_rows(rows, "status")] == ["b", "d", "c", "a"]
+
+
+def test_formatting():
+    from ncbench.tui.data import RunRow, format_duration, format_metric
+    from ncbench.tui.widgets import progress_bar
+
+    assert [format_duration(s) for s in (None, 5, 65, 3600 + 120, 86400 * 2 + 3600)] == \
+        ["–", "5s", "1m05s", "1h02m", "2d01h"]
+    assert format_metric(None) == "–" and format_metric(math.nan) == "nan"
+    assert format_metric(0.8766, "%") == "87.7%" and format_metric(math.inf) == "inf"
+    assert progress_bar(0, 8) == " " * 8 and progress_bar(1, 8) == "█" * 8
+    assert progress_bar(0.5, 8) == "████    " and len(progress_bar(0.33, 8)) == 8
+    r = RunRow("x", "e", "d", "m", "ce", 1.0, 10, 0, "running", started_at=NOW, epoch=4)
+    later = NOW.replace(minute=NOW.minute + 4)
+    assert r.elapsed(later) == 240 and r.eta(later) == pytest.approx(240 / 4 * 6)
+    assert r.progress == 0.4
+
+
+# ------------------------------------------------------------------------------------------
+# control: real processes, real signals, the real store
+# ------------------------------------------------------------------------------------------
+
+SIGNAL_CATCHER = textwrap.dedent("""
+    import signal, sys, time
+    from pathlib import Path
+    out = Path(sys.argv[1])
+    def got(sig, frame):
+        out.write_text(signal.Signals(sig).name)
+        sys.exit(0)
+    signal.signal(signal.SIGINT, got)
+    signal.signal(signal.SIGTERM, got)
+    if len(sys.argv) > 2:  # act as a worker: write heartbeat.json with our pid
+        from ncbench.events import EventLog
+        EventLog(sys.argv[2]).heartbeat(epoch=1)
+    out.with_suffix(".ready").write_text("ok")
+    time.sleep(60)
+""")
+
+
+def _wait_file(path: Path, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def test_queue_controller_start_stop_sends_sigint(tmp_path):
+    from ncbench.tui.control import QueueController
+
+    script = tmp_path / "catch.py"
+    script.write_text(SIGNAL_CATCHER)
+    out = tmp_path / "sig.txt"
+    q = QueueController(tmp_path / "experiments.toml", tmp_path / "db.duckdb",
+                        command=[sys.executable, str(script), str(out)])
+    assert "started" in q.start()
+    try:
+        assert q.running
+        _wait_file(out.with_suffix(".ready"))
+        assert "already running" in q.start()
+        assert "SIGINT" in q.stop()
+        q.proc.wait(timeout=20)
+        assert out.read_text() == "SIGINT" and not q.running and q.returncode == 0
+    finally:
+        q.shutdown(timeout=5)
+
+
+def test_queue_controller_default_command(tmp_path):
+    from ncbench.tui.control import QueueController
+
+    cfg = tmp_path / "experiments.toml"
+    cfg.write_text('default = "a"\n' + PILOT_TOML.replace("pilot", "a")
+                   + PILOT_TOML.replace("pilot", "b"))
+    q = QueueController(cfg, tmp_path / "r.duckdb", workdir=tmp_path / "w",
+                        run_args=["--workers", "2"])
+    cmd = q.command
+    assert cmd[1:4] == ["-m", "ncbench", "run"]
+    assert cmd[cmd.index("--config") + 1] == str(cfg) and cmd[-2:] == ["--workers", "2"]
+    assert q.default_experiments() == ["a"]
+    assert q.command_for(["a", "b"])[4:6] == ["a", "b"]
+
+
+def test_cancel_run_sends_sigterm_to_heartbeat_pid(tmp_path):
+    from ncbench.tui.control import ControlError, cancel_run
+
+    script = tmp_path / "catch.py"
+    script.write_text(SIGNAL_CATCHER)
+    run_dir = tmp_path / "work" / "runs" / "abc123"
+    out = tmp_path / "sig.txt"
+    proc = subprocess.Popen([sys.executable, str(script), str(out), str(run_dir)], cwd=ROOT)
+    try:
+        _wait_file(out.with_suffix(".ready"))
+        msg = cancel_run(tmp_path / "work", "abc123")
+        assert f"pid {proc.pid}" in msg
+        proc.wait(timeout=20)
+        assert out.read_text() == "SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with pytest.raises(ControlError, match="no worker pid"):
+        cancel_run(tmp_path / "work", "other")
+    with pytest.raises(ControlError, match="not running"):
+        cancel_run(tmp_path / "work", "abc123")  # the worker is gone now
+
+
+def test_retry_run_requeues_in_the_store(tmp_path):
+    from ncbench.store import read_connection
+    from ncbench.tui.control import ControlError, retry_run
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    assert "queued again" in retry_run(db, "demo-fl-s1")
+    with read_connection(db) as con:
+        assert con.execute("SELECT status, error FROM runs WHERE run_id = 'demo-fl-s1'"
+                           ).fetchone() == ("queued", None)
+    with pytest.raises(ControlError):
+        retry_run(db, "nope")
+
+
+# ------------------------------------------------------------------------------------------
+# pilots over the fixed database
+# ------------------------------------------------------------------------------------------
+
+@async_test
+async def test_runs_view_counts_filter_and_sort(tmp_path):
+    from ncbench.tui.widgets import RunsTable
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    app = make_app(db)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await fresh_poll(pilot)
+        table = app.screen.query_one(RunsTable)
+        assert len(table.run_ids) == len(RUNS)
+        text = screen_text(app)
+        for status, n in (("done", 4), ("running", 1), ("failed", 1), ("diverged", 1),
+                          ("queued", 1)):
+            assert f"{status} {n}" in text
+        assert "CUDA out of memory" not in text  # errors live in the detail view
+        await pilot.press("slash", *"loss:ce", "enter")
+        assert sorted(table.run_ids) == ["demo-ce-s0", "demo-ce-s1", "wide-ce-s0"]
+        assert "filter: loss:ce (3/8)" in screen_text(app)
+        await pilot.press("slash")
+        app.screen.query_one("#filter").value = "status:done,failed !exp:wide"
+        await pilot.press("enter")
+        assert sorted(table.run_ids) == ["demo-ce-s0", "demo-ce-s1", "demo-fl-s1", "demo-mse-s0"]
+        await pilot.press("escape")
+        assert len(table.run_ids) == len(RUNS)
+        await pilot.press("s")  # sort by status: running first, done last
+        assert app.screen.sort_key == "status" and table.run_ids[0] == "demo-fl-s0"
+        await pilot.press("S")
+        assert table.run_ids[-1] == "demo-fl-s0"
+
+
+@async_test
+async def test_detail_view_survives_zero_nan_inf(tmp_path):
+    """demo-mse-s0 has NC1 0 or NaN at every epoch, demo-mse-s1 inf loss and NaN NC metrics:
+    the charts draw, say how many points they hide, and the app keeps running."""
+    from ncbench.tui.chart import Chart
+    from ncbench.tui.screens import RunDetailScreen
+    from ncbench.tui.widgets import RunsTable
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await fresh_poll(pilot)
+        for rid in ("demo-mse-s0", "demo-mse-s1", "wide-ce-s0", "demo-ls-s0"):
+            if rid == "demo-mse-s0":  # through the keys once
+                table = app.screen.query_one(RunsTable)
+                table.move_cursor(row=table.run_ids.index(rid))
+                await pilot.press("enter")
+            else:
+                app.push_screen(RunDetailScreen(rid))
+            assert isinstance(app.screen, RunDetailScreen) and app.screen.run_id == rid
+            await fresh_poll(pilot)
+            for chart in app.screen.query(Chart):
+                chart.render()
+                assert chart.error is None, (rid, chart.id, chart.error)
+            nc1 = app.screen.query_one("#chart-nc1", Chart)
+            if rid == "demo-mse-s0":
+                assert nc1.dropped == 10 and "10 pts hidden" in screen_text(app)
+            if rid == "wide-ce-s0":  # a single evaluation
+                assert [len(s.x) for s in nc1.series] == [1, 1]
+            if rid == "demo-mse-s0":
+                await pilot.press("l")  # NC1 on a linear axis: the zeros show, NaNs hidden
+                assert not nc1.log and nc1.dropped == 5 and nc1.error is None
+            await pilot.press("escape")
+        assert app.is_running
+
+
+@async_test
+async def test_detail_shows_error_and_config(tmp_path):
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    app = make_app(db)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await fresh_poll(pilot)
+        from ncbench.tui.screens import RunDetailScreen
+
+        app.push_screen(RunDetailScreen("demo-fl-s1"))
+        await fresh_poll(pilot)
+        text = screen_text(app)
+        assert "error: RuntimeError: CUDA out of memory" in text
+        assert "batch_size = 128" in text and "failed" in text
+
+
+@async_test
+async def test_retry_and_cancel_from_the_runs_view(tmp_path):
+    """R on the failed run requeues it in the store and starts the queue (a stand-in command
+    that records the signal it gets); r stops the queue with SIGINT; x + y on the running run
+    sends SIGTERM to the pid in its heartbeat.json."""
+    from ncbench.store import read_connection
+    from ncbench.tui.control import QueueController
+    from ncbench.tui.widgets import RunsTable
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    script = tmp_path / "catch.py"
+    script.write_text(SIGNAL_CATCHER)
+    queue_out, worker_out = tmp_path / "queue.txt", tmp_path / "worker.txt"
+    cfg = tmp_path / "experiments.toml"
+    cfg.write_text(PILOT_TOML)
+    workdir = tmp_path / "work"
+    worker = subprocess.Popen([sys.executable, str(script), str(worker_out),
+                               str(workdir / "runs" / "demo-fl-s0")], cwd=ROOT)
+    controller = QueueController(cfg, db, command=[sys.executable, str(script), str(queue_out)])
+    app = make_app(db, workdir=workdir, controller=controller)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await fresh_poll(pilot)
+            table = app.screen.query_one(RunsTable)
+            table.move_cursor(row=table.run_ids.index("demo-fl-s1"))
+            await pilot.press("R")
+            await wait_for(pilot, lambda: controller.running, what="queue start")
+            with read_connection(db) as con:
+                assert con.execute("SELECT status FROM runs WHERE run_id='demo-fl-s1'"
+                                   ).fetchone()[0] == "queued"
+            _wait_file(queue_out.with_suffix(".ready"))
+            await pilot.press("r")
+            await wait_for(pilot, lambda: not controller.running, what="queue stop")
+            assert queue_out.read_text() == "SIGINT"
+
+            _wait_file(worker_out.with_suffix(".ready"))
+            table.move_cursor(row=table.run_ids.index("demo-fl-s0"))
+            await pilot.press("x")
+            await pilot.press("y")
+            await wait_for(pilot, lambda: worker.poll() is not None, what="worker exit")
+            assert worker_out.read_text() == "SIGTERM"
+    finally:
+        for p in (worker, controller.proc):
+            if p is not None and p.poll() is None:
+                p.kill()
+
+
+# ------------------------------------------------------------------------------------------
+# pilots over real runs
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@async_test
+async def test_real_runs_table_detail_compare(real_runs):
+    from ncbench.store import read_connection
+    from ncbench.tui.chart import Chart
+    from ncbench.tui.screens import CompareScreen, RunDetailScreen
+    from ncbench.tui.widgets import RunsTable
+
+    cfg, db = real_runs
+    with read_connection(db) as con:
+        stored = dict(con.execute("SELECT run_id, loss FROM runs").fetchall())
+    assert len(stored) == 4
+    app = make_app(db, config_path=cfg, workdir=cfg.parent / ".ncbench")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await fresh_poll(pilot)
+        table = app.screen.query_one(RunsTable)
+        assert sorted(table.run_ids) == sorted(stored)
+        assert "done 4" in screen_text(app)
+        assert all(r.status == "done" and r.epoch == 3 for r in app.runs.values())
+
+        # the filter narrows the rows
+        await pilot.press("slash")
+        app.screen.query_one("#filter").value = "loss:mse"
+        await pilot.press("enter")
+        assert sorted(table.run_ids) == sorted(r for r, loss in stored.items() if loss == "mse")
+        await pilot.press("escape")
+
+        # a run's charts
+        table.move_cursor(row=0)
+        rid = table.current_run_id
+        await pilot.press("enter")
+        assert isinstance(app.screen, RunDetailScreen)
+        await fresh_poll(pilot)
+        nc1 = app.screen.query_one("#chart-nc1", Chart)
+        acc = app.screen.query_one("#chart-acc", Chart)
+        assert [s.label for s in nc1.series] == ["train", "test"]
+        assert [s.label for s in acc.series] == ["train", "val", "test"]
+        with read_connection(db) as con:
+            want = con.execute("SELECT epoch, nc1 FROM epochs WHERE run_id = ? ORDER BY epoch",
+                               [rid]).fetchall()
+        assert list(nc1.series[0].x) == [e for e, _ in want]
+        assert list(nc1.series[0].y) == pytest.approx([v for _, v in want])
+
+        # the compare view: every loss, from ncbench.report
+        await pilot.press("c")
+        assert isinstance(app.screen, CompareScreen)
+        await fresh_poll(pilot)
+        await wait_for(pilot, lambda: app.screen.data is not None, what="compare data")
+        for chart in app.screen.query(Chart):
+            assert sorted(s.label for s in chart.series) == ["ce (n=2)", "mse (n=2)"], chart.id
+        text = screen_text(app)
+        for loss in ("ce", "mse"):
+            assert f"{loss} (n=2)" in text
+        from ncbench import report
+
+        with read_connection(db) as con:
+            block = report.accuracy_table(con, ["pilot"])[0]
+        assert app.screen.data["acc"][0].cells == block.cells  # the report's numbers, not a copy
+        assert report.fmt_pct(block.cells["ce"][0][0]) in text
+
+
+@pytest.mark.slow
+@async_test
+async def test_real_runs_with_zero_and_nan_metrics(real_runs, tmp_path):
+    """The same real database with NC1 set to 0 at one epoch and NaN at another."""
+    from ncbench.tui.chart import Chart
+    from ncbench.tui.screens import RunDetailScreen
+
+    cfg, db = real_runs
+    db2 = copy_db(db, tmp_path)
+    con = duckdb.connect(str(db2))
+    rid = con.execute("SELECT run_id FROM runs ORDER BY run_id LIMIT 1").fetchone()[0]
+    con.execute("UPDATE metrics SET value = 0 WHERE run_id = ? AND name = 'nc1' AND epoch = 1",
+                [rid])
+    con.execute("UPDATE metrics SET value = 'nan' WHERE run_id = ? AND name = 'nc1' AND "
+                "epoch = 3", [rid])
+    con.close()
+    app = make_app(db2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await fresh_poll(pilot)
+        assert math.isnan(app.runs[rid].nc1)
+        assert "nan" in screen_text(app)
+        app.push_screen(RunDetailScreen(rid))
+        await fresh_poll(pilot)
+        nc1 = app.screen.query_one("#chart-nc1", Chart)
+        nc1.render()
+        assert nc1.error is None and nc1.dropped == 2
+        await pilot.press("c")
+        await fresh_poll(pilot)
+        for chart in app.screen.query(Chart):
+            chart.render()
+            assert chart.error is None
+
+
+# ------------------------------------------------------------------------------------------
+# live: another process writes while the app is open
+# ------------------------------------------------------------------------------------------
+
+LIVE_WRITER = textwrap.dedent("""
+    # Appends evaluations to a run the way `ncbench run` does: event log, then Store.sync
+    # (open, write, close). Prints the longest write session (lock wait included).
+    import sys, time
+    from pathlib import Path
+    from ncbench.events import EventLog, write_spec
+    from ncbench.runs import RunSpec
+    from ncbench.store import Store
+
+    db, workdir, epochs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    spec = RunSpec(experiment="live", dataset="gaussian", model="mlp", loss="ce", width=1.0,
+                   epochs=epochs, seed=0)
+    run_dir = workdir / "runs" / spec.run_id
+    write_spec(run_dir, spec)
+    log = EventLog(run_dir)
+    store = Store(db, lock_timeout=30)
+    store.register_runs([spec])
+    log.start(attempt=1, device="cpu")
+    worst = 0.0
+    for epoch in range(1, epochs + 1):
+        time.sleep(0.3)
+        log.eval(epoch, {"nc1": 1.0 / epoch, "test_acc": 0.5 + epoch / 100, "train_acc": 0.9,
+                         "nc2": 0.1, "train_loss": 1.0 / epoch})
+        log.heartbeat(epoch=epoch)
+        t = time.monotonic()
+        store.sync(workdir, [spec.run_id])
+        worst = max(worst, time.monotonic() - t)
+        print(spec.run_id, epoch, flush=True)
+    log.end("done")
+    store.sync(workdir, [spec.run_id])
+    print("worst_write_s", worst, flush=True)
+""")
+
+
+@async_test
+async def test_live_updates_from_another_process(tmp_path):
+    """The app stays open while a separate process appends evaluations (through the store,
+    like `ncbench run`); the runs table and the open detail view show them as they come, and
+    no lock error reaches the screen."""
+    from ncbench.tui.chart import Chart
+    from ncbench.tui.screens import RunDetailScreen
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    script = tmp_path / "writer.py"
+    script.write_text(LIVE_WRITER)
+    epochs = 12
+    app = make_app(db, poll_interval=0.2)
+    notes: list[str] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        await fresh_poll(pilot)
+        writer = subprocess.Popen([sys.executable, str(script), str(db), str(tmp_path / "w"),
+                                   str(epochs)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            first = writer.stdout.readline().split()
+            assert len(first) == 2, first
+            rid = first[0]
+            await wait_for(pilot, lambda: rid in app.runs, what="the new run")
+            app.push_screen(RunDetailScreen(rid))
+            seen_epochs: set[int] = set()
+            seen_points: set[int] = set()
+
+            def progress() -> bool:
+                row = app.runs.get(rid)
+                if row and row.epoch:
+                    seen_epochs.add(row.epoch)
+                if app.db_note:
+                    notes.append(app.db_note)
+                if isinstance(app.screen, RunDetailScreen):
+                    s = app.screen.query_one("#chart-nc1", Chart).series
+                    if s:
+                        seen_points.add(len(s[0].x))
+                return bool(row and row.status == "done" and epochs in seen_points)
+
+            await wait_for(pilot, progress, timeout=60, what="all epochs")
+            out, _ = writer.communicate(timeout=30)
+        finally:
+            if writer.poll() is None:
+                writer.kill()
+        assert writer.returncode == 0
+        # seen while it was being written: intermediate states, not only the final one
+        assert len(seen_epochs) >= 3 and len(seen_points) >= 3, (seen_epochs, seen_points)
+        assert f"{epochs}/{epochs}" in screen_text(app) or "done" in screen_text(app)
+    assert not notes, notes  # no lock error (nor any other) was shown
+    worst = float(out.split("worst_write_s")[1])
+    assert worst < 10.0  # the writer was never held up for long by the reader
+
+
+# ------------------------------------------------------------------------------------------
+# the command
+# ------------------------------------------------------------------------------------------
+
+def test_cli_errors_without_database_or_config(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "ncbench", "tui", *args], cwd=tmp_path,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    out = run()
+    assert out.returncode == 2 and "no experiments.toml here" in out.stderr
+    out = run("--db", "missing.duckdb")
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    (tmp_path / "bad.toml").write_text("[experiments.x]\ndataset = 'digits'\nmodle = 'mlp'\n")
+    out = run("--config", "bad.toml")
+    assert out.returncode == 2 and "bad.toml" in out.stderr and "Traceback" not in out.stderr
+    out = run("--help")
+    assert out.returncode == 0 and "--run" in out.stdout
+
