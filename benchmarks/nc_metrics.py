@@ -93,7 +93,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="best of R timings (reference: once)")
     ap.add_argument("--streaming", action="store_true",
                     help="also time CollapseStats' one-pass d × d mode (nc1–nc3) with batches of 128")
+    ap.add_argument("--threads", type=int, default=None, help="torch/BLAS threads for both methods")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -78,12 +78,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         a = min(time_appender(tmp / "a.duckdb", data) for _ in range(3))
-        b = min(time_executemany(tmp / "b.duckdb", data) for _ in range(1))
+        # executemany is so slow that it runs on a slice only; rates (rows/s) are compared.
+        sub = data[:2000]
+        b = time_executemany(tmp / "b.duckdb", sub)
         s = time_sync_session(tmp)
     print(f"rows: {len(data)} ({runs} runs x {evals} evals x {metrics} metrics)")
     print(f"appender upsert      : {a:.3f} s  ({len(data) / a:,.0f} rows/s)")
-    print(f"executemany replace  : {b:.3f} s  ({len(data) / b:,.0f} rows/s)")
-    print(f"speed-up (appender)  : {b / a:.1f}x")
+    print(f"executemany replace  : {b:.3f} s for {len(sub)} rows ({len(sub) / b:,.0f} rows/s)")
+    print(f"speed-up (appender)  : {(len(data) / a) / (len(sub) / b):.0f}x rows/s")
     print(f"one sync session (open, ingest nothing new, commit, close): {1000 * s:.0f} ms median")
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -279,6 +280,8 @@ def _expand_one(cfg: Config, name: str) -> list[RunSpec]:
         values["loss_params"] = _loss_params_for(values.get("loss_params", {}), values["loss"])
         if values.get("grad_clip") == 0:
             values["grad_clip"] = None
+        if values.get("data_root"):  # relative to the config file's folder; ~ expanded
+            values["data_root"] = os.path.abspath(cfg.path.parent / Path(values["data_root"]).expanduser())
         try:
             spec = RunSpec(experiment=name, **values)
         except (TypeError, ValueError) as exc:  # should not happen after _check_key

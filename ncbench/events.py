@@ -80,8 +80,8 @@ def decode_value(value: Any) -> float | None:
     """Inverse of `encode_value` (for metric values): a float, or None if not measured."""
     if value is None:
         return None
-    if isinstance(value, str):
-        return _NONFINITE.get(value.strip().lower(), math.nan)
+    if isinstance(value, str):  # "nan"/"inf"/"-inf"; any other text is not a measurement
+        return _NONFINITE.get(value.strip().lower())
     try:
         return float(value)
     except (TypeError, ValueError):

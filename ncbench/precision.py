@@ -18,7 +18,8 @@ calls once per run:
 - `compile` (default false): `torch.compile(model)` for the training forward pass. Compilation
   happens lazily at the first batch; if it fails there (no C++ compiler, an unsupported op, …)
   the run prints one clear message to stderr (the worker's log) and continues uncompiled
-  (`CompileFallback`). The evaluation pass always runs the eager model.
+  (`CompileFallback`). The evaluation pass always runs the eager model. The backend is
+  "inductor" unless `$NCBENCH_COMPILE_BACKEND` names another (e.g. "aot_eager").
 - On CUDA, `torch.backends.cudnn.benchmark` is turned on (fixed input shapes: cuDNN picks the
   fastest convolution algorithm once per shape).
 
@@ -29,6 +30,7 @@ part of the run id; `channels_last` and `compile` are placement keys (`RunSpec.P
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +109,22 @@ def uses_convolutions(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
+def _reason(exc: BaseException) -> str:
+    """One line: the exception's type and the first line of its innermost cause (torch wraps a
+    backend's error in BackendCompilerFailed, whose own first line says little)."""
+    root, seen = exc, set()
+    while id(root) not in seen:
+        seen.add(id(root))
+        inner = getattr(root, "inner_exception", None) or root.__cause__
+        if inner is None:
+            break
+        root = inner
+    text = str(root).strip().splitlines()
+    first = f"{type(root).__name__}: {text[0] if text else ''}".rstrip(": ")
+    line = first if root is exc else f"{type(exc).__name__}, caused by {first}"
+    return line[:300]
+
+
 class CompileFallback(nn.Module):
     """`model` run through `compiled` (its `torch.compile` form) until that raises; then one
     message on stderr and the eager `model` from then on.
@@ -131,8 +149,7 @@ class CompileFallback(nn.Module):
             try:
                 out = compiled(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any compile error: fall back, say why
-                text = str(exc).strip().splitlines()
-                self.failed = f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+                self.failed = _reason(exc)
                 object.__setattr__(self, "_compiled", None)
                 _say(f"torch.compile failed ({self.failed}); training continues without "
                      f"compile (set compile = false to skip the attempt)")
@@ -185,11 +202,16 @@ class TrainSetup:
 
 def setup_training(model: nn.Module, device: str | torch.device, *, precision: str = "fp32",
                    channels_last: bool = True, compile: bool = False,
-                   compile_backend: str | Callable = "inductor") -> TrainSetup:
+                   compile_backend: str | Callable | None = None) -> TrainSetup:
     """Prepare `model` (already on `device`) for training as the config asks (module doc):
     converts it to channels_last in place where that applies, wraps it for compile, turns on
-    cuDNN autotuning on CUDA, and prints a note for every request that cannot be honoured."""
+    cuDNN autotuning on CUDA, and prints a note for every request that cannot be honoured.
+
+    `compile_backend`: the `torch.compile` backend; None → `$NCBENCH_COMPILE_BACKEND` if set
+    (e.g. "aot_eager" to check a model traces without generating code), else "inductor"."""
     dev = torch.device(device)
+    if compile_backend is None:
+        compile_backend = os.environ.get("NCBENCH_COMPILE_BACKEND") or "inductor"
     prec = resolve_precision(precision, dev)
     notes = [prec.note] if prec.note else []
     cl = bool(channels_last) and dev.type == "cuda" and uses_convolutions(model)

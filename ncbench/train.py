@@ -343,8 +343,8 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
         if stats["interrupted"]:
             return "interrupted"
         scheduler.step()
+        diverged = not math.isfinite(float(stats["loss_sum"]))  # (waits for the device)
         epoch_seconds = time.perf_counter() - t0
-        diverged = not math.isfinite(float(stats["loss_sum"]))
         sink.progress(epoch, 0, len(train_batches))
 
         if diverged or epoch % spec.eval_every == 0 or epoch == spec.epochs:

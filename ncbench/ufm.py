@@ -45,6 +45,8 @@ __all__ = [
     "THEOREM1_LOSSES",
     "Check",
     "UFMResult",
+    "checks_passed",
+    "is_zero_solution",
     "nc_ansatz_optimum",
     "solve_ufm",
     "theorem1_checks",
@@ -59,7 +61,7 @@ SUMMARY_KEYS = (
     "loss", "loss_params", "classes", "dim", "per_class", "lambda_w", "lambda_h", "lambda_b", "seed",
     "objective", "nc1", "nc2", "nc3", "nc4", "nc2_centered", "nc3_centered", "w_norm_sq",
     "h_norm_sq", "b_norm", "grad_norm", "rel_grad_norm", "converged", "stop_reason", "iterations",
-    "evaluations", "seconds", "device",
+    "evaluations", "seconds", "device", "zero_solution",
 )
 
 
@@ -365,6 +367,7 @@ class UFMResult:
             "rel_grad_norm": self.rel_grad_norm, "converged": self.converged,
             "stop_reason": self.stop_reason, "iterations": self.iterations,
             "evaluations": self.evaluations, "seconds": self.seconds, "device": self.device,
+            "zero_solution": is_zero_solution(self),
         }
 
 
@@ -578,16 +581,10 @@ ZERO_NOTE = ("the solution is W = H = 0 (weight decay too strong for nonzero log
              "the properties hold trivially, so absolute sizes are measured (‖W‖²_F + ‖H‖²_F, ‖b‖, …)")
 
 MSE_NOTE = ("MSE is outside Theorem 1: its optimum may shift every logit by the same amount, via b "
-            "and via a component shared by all rows of W and all features")
+            "and via a component shared by all rows of W and all features (README: `ncbench ufm`)")
 
 
 def theorem1_checks(result: UFMResult, tol: float = 1e-6) -> list[Check]:
-    """See `_theorem1_checks` (this wrapper runs it single-threaded: the tensors are small)."""
-    with _torch_threads(1):
-        return _theorem1_checks(result, tol)
-
-
-def _theorem1_checks(result: UFMResult, tol: float = 1e-6) -> list[Check]:
     """Measure each property Theorem 1 predicts for a global minimiser, as a relative deviation.
 
     Checks (deviation measured → status): within-class collapse ‖H − M‖_F/‖H‖_F (M: class means);
@@ -599,8 +596,15 @@ def _theorem1_checks(result: UFMResult, tol: float = 1e-6) -> list[Check]:
 
     Predicted: all for CE/FL/LS when K < d. For MSE only within-class collapse, the centred ETF
     and the balance (the cited MSE works and Lemma 5); the others are reported as "not-predicted"
-    with whether they hold. Other (user) losses: the balance only.
+    with whether they hold. Other (user) losses: the balance only. When the solution is W = H = 0
+    (`is_zero_solution`: weight decay too strong) the relative deviations are 0/0, so absolute
+    sizes are measured instead; every property then holds trivially.
     """
+    with _torch_threads(1):
+        return _theorem1_checks(result, tol)
+
+
+def _theorem1_checks(result: UFMResult, tol: float) -> list[Check]:
     K, n, lw, lh, lb = result.num_classes, result.per_class, result.lambda_w, result.lambda_h, result.lambda_b
     W, H, b, y = result.W, result.H, result.b, result.labels
     d, N = H.shape
@@ -625,7 +629,7 @@ def _theorem1_checks(result: UFMResult, tol: float = 1e-6) -> list[Check]:
 
     rows: list[tuple[str, str, float, bool, str]] = [
         # name, statement, measured deviation, predicted?, detail
-        ("within_class", "within-class collapse h_ki = h̄_k",
+        ("within_class", "within-class collapse",
          _ratio(float((H - means[:, y]).norm()), h_norm), in_thm or is_mse,
          f"NC1 = {m.get('nc1', math.nan):.3g}"),
         ("equal_w_norms", "equal row norms ‖w_k‖",
@@ -634,7 +638,7 @@ def _theorem1_checks(result: UFMResult, tol: float = 1e-6) -> list[Check]:
         ("h_prop_w", "h_ki = √(λ_W/(λ_H n))·w_k",
          _ratio(float((H - c * W.T[:, y]).norm()), h_norm), in_thm,
          f"√(λ_W/(λ_H n)) = {c:.6g}"),
-        ("zero_mean", "zero-mean features Σ_k h_ki = 0",
+        ("zero_mean", "zero-mean features",
          _ratio(float(per_i_mean.norm(dim=0).max()), h_rms), in_thm,
          f"‖h_G‖ = {float(H.mean(dim=1).norm()):.3g}"),
         ("bias_constant", "b = b*·1",
@@ -658,7 +662,7 @@ def _theorem1_checks(result: UFMResult, tol: float = 1e-6) -> list[Check]:
     # W = H = 0 is the minimiser when the weight decay is too strong (ρ* = 0 in the proof): every
     # property then holds trivially and the relative deviations are 0/0. Judge the size instead.
     scale = result.w_norm_sq + result.h_norm_sq
-    trivial = scale <= ZERO_SOLUTION_NORM_SQ
+    trivial = is_zero_solution(result)
 
     checks: list[Check] = []
     absolute = {"bias_constant": float((b - b.mean()).norm()), "bias_zero": float(b.norm()),
@@ -667,7 +671,6 @@ def _theorem1_checks(result: UFMResult, tol: float = 1e-6) -> list[Check]:
         note = ""
         if trivial:  # absolute sizes: the zero solution has every property exactly
             dev = absolute.get(name, scale)
-            detail = f"W = H = 0 (‖W‖² + ‖H‖² = {scale:.2g})" + (f"; {detail}" if detail else "")
         holds = math.isfinite(dev) and dev <= tol
         if not predicted:
             note = out_note if not (name == "bias_zero" and lb == 0 and in_thm) else \

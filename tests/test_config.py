@@ -150,6 +150,16 @@ def test_lr_milestones_value_vs_sweep_and_grad_clip_zero(tmp_path):
     assert [r.lr_milestones for r in expand(load_config(write(tmp_path, two)))] == [(0.5,), (0.25, 0.75)]
 
 
+def test_data_root_relative_to_config_and_not_in_run_id(tmp_path):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    plain = expand(load_config(write(sub, BASE)))[0]
+    r = expand(load_config(write(sub, BASE + 'data_root = "data"\n')))[0]
+    assert r.data_root == str(sub / "data") and r.run_id == plain.run_id
+    r = expand(load_config(write(sub, BASE + f'data_root = "{tmp_path / "abs"}"\n')))[0]
+    assert r.data_root == str(tmp_path / "abs")
+
+
 def test_params_tables_and_import_path_names(tmp_path):
     text = BASE.replace('model = "mlp"', 'model = "mypkg.models:tiny"') + \
         "dataset_params = { dim = 8 }\nmodel_params = { depth = 3 }\nper_class = 10\n"

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import _runkit as rk
+from ncbench.cli.cmd_status import load_status
 from ncbench.errors import ConfigError
 from ncbench.events import EventLog, read_events
 from ncbench.executors import slurm as sl
@@ -79,8 +80,9 @@ def test_cli_flags_override_the_table(tmp_path):
            "detach": None, "retries": 1}
     opts = executor_options(load_config(cfg), "slurm", cli)
     assert opts == {"partition": "b", "gpus_per_run": 2, "time_min": 7, "retries": 1}
-    # the local executor never sees Slurm flags
-    assert "partition" not in executor_options(load_config(cfg), "local", cli)
+    # a Slurm flag with the local executor is a mistake, said so
+    with pytest.raises(ConfigError, match="--partition"):
+        executor_options(load_config(cfg), "local", cli)
     assert sl.slurm_options_from_cli(partition="x", qos=None, detach=False, workers=3) == {"partition": "x"}
 
 
@@ -305,13 +307,14 @@ def test_detach_requeue_resumes_and_status_picks_up(slurm_cluster, tmp_path):
     rk.wait_for(lambda: len(rk.of_type(run_dir, "start")) >= 2, timeout=120,
                 what="the requeued job to start again")
 
-    def status_done():
-        out = rk.ncbench("status", "-c", str(cfg), "--json", cwd=tmp_path)
-        rows = json.loads(out.stdout)
-        return rows[0]["status"] == "done" and rows[0]
+    def status_done():  # what `ncbench status` computes (in-process: no interpreter start)
+        row = load_status(cfg, None, None)[0]
+        return row["status"] == "done" and row
 
-    row = rk.wait_for(status_done, timeout=120, interval=1.0, what="`ncbench status` to show done")
+    row = rk.wait_for(status_done, timeout=120, interval=0.5, what="`ncbench status` to show done")
     assert row["slurm_job_id"] == job and row["attempt"] == 2 and row["last_epoch"] == 8
+    out = json.loads(rk.ncbench("status", "-c", str(cfg), "--json", cwd=tmp_path).stdout)
+    assert out[0]["status"] == "done" and out[0]["slurm_job_id"] == job
     starts, ends = rk.of_type(run_dir, "start"), rk.of_type(run_dir, "end")
     assert [e["status"] for e in ends] == ["interrupted", "done"]
     assert starts[0]["resumed_from_epoch"] is None and starts[1]["resumed_from_epoch"] >= 2
@@ -324,17 +327,61 @@ def test_detach_requeue_resumes_and_status_picks_up(slurm_cluster, tmp_path):
 @pytest.mark.slurm
 def test_cancelled_pending_job_ends_interrupted(slurm_cluster, tmp_path):
     """A job cancelled before it starts: `ncbench status` maps CANCELLED to interrupted, with
-    the cause; a rerun would resume it."""
+    the cause (in-process: `run_grid` with detach, then what `ncbench status` computes)."""
+    from ncbench.executors import run_grid
+
     cfg = rk.write_config(tmp_path, rk.experiment("c", losses=("ce",)),
                           '[executor.slurm]\nextra = { begin = "now+600" }\n')
-    res = rk.ncbench("run", "-c", str(cfg), "-e", "slurm", "--detach", cwd=tmp_path, timeout=120)
-    db = tmp_path / "ncbench.duckdb"
-    (job,) = _remember_jobs(db)
-    assert res.returncode == 0, res.stdout + res.stderr
+    result = run_grid(cfg, executor="slurm", options={"detach": True})
+    (job,) = _remember_jobs(result.db_path)
+    assert list(result.results.values()) == ["queued"]
     assert sl.query_jobs([job])[job].state == "PENDING"
+    (row,) = load_status(cfg, None, None)
+    assert row["status"] == "queued" and row["slurm_job_id"] == job and row["executor"] == "slurm"
     subprocess.run(["scancel", job], check=True, timeout=30)
-    rows = rk.wait_for(lambda: [r for r in json.loads(rk.ncbench("status", "-c", str(cfg), "--json",
-                                                                   cwd=tmp_path).stdout)
-                                if r["status"] != "queued"], timeout=60, interval=1.0,
-                       what="the cancelled job to show")
-    assert rows[0]["status"] == "interrupted" and "CANCELLED" in rows[0]["error"] and job in rows[0]["error"]
+    row = rk.wait_for(lambda: [r for r in load_status(cfg, None, None) if r["status"] != "queued"],
+                      timeout=60, interval=0.5, what="the cancelled job to show")[0]
+    assert row["status"] == "interrupted" and "CANCELLED" in row["error"] and job in row["error"]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_failed_run_is_failed_then_retried(slurm_cluster, tmp_path, monkeypatch):
+    """A run that fails inside its job: the job ends FAILED, the run `failed` with its error;
+    with retries=1 it is submitted again (a new job) and ends done at attempt 2."""
+    from ncbench.executors import run_grid
+
+    monkeypatch.setenv("PYTHONPATH", rk.env()["PYTHONPATH"])  # the jobs import _runkit
+    monkeypatch.setenv("NCBENCH_THREADS", "1")
+    marker = tmp_path / "failed-once"
+    cfg = rk.write_config(tmp_path, rk.experiment(
+        "f", losses=("_runkit:fail_once",), epochs=1,
+        extra=f'loss_params = {{ marker = "{marker}" }}'))
+    notes = []
+
+    class UI:
+        def update(self, views):
+            pass
+
+        def note(self, message):
+            notes.append(message)
+
+    result = run_grid(cfg, executor="slurm", options={"retries": 1, "poll_interval": 0.5},
+                      ui_factory=lambda skipped: UI())
+    jobs = _remember_jobs(result.db_path)
+    (rid,) = result.results
+    assert result.results[rid] == "done" and marker.exists()
+    run_dir = tmp_path / ".ncbench" / "runs" / rid
+    ends = rk.of_type(run_dir, "end")
+    assert [e["status"] for e in ends] == ["failed", "done"]
+    assert "deliberate failure" in ends[0]["error"]
+    assert any("failed; submitting it again" in n for n in notes), notes
+    latest = sl.read_record(run_dir)["job_id"]
+    (row,) = _db_runs(result.db_path).values()
+    assert row["attempt"] == 2 and row["slurm_job_id"] == latest == jobs[0]
+    # the first job (its id is in the worker log) ended FAILED for Slurm
+    logged = [ln.split()[3] for ln in (run_dir / "worker.log").read_text().splitlines()
+              if ln.startswith("--- Slurm job")]
+    assert len(logged) == 2 and logged[1] == latest
+    _SUBMITTED.extend(logged)
+    assert sl.query_jobs([logged[0]])[logged[0]].state == "FAILED"

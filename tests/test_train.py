@@ -59,7 +59,9 @@ def test_metrics_names_values_and_learning():
     assert sink.metric("train_acc")[-1] > 0.9
     wall = sink.metric("wall_seconds")
     assert wall == sorted(wall)
-    assert sink.started == [{"device": "cpu", "resumed_from_epoch": None}]
+    (started,) = sink.started
+    assert started["device"] == "cpu" and started["resumed_from_epoch"] is None
+    assert started["precision"] == "fp32"
 
 
 def test_train_metrics_are_eval_mode_clean_pass_over_train_split(tmp_path):

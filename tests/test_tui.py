@@ -593,7 +593,7 @@ async def test_real_runs_table_detail_compare(real_runs):
         await pilot.press("c")
         assert isinstance(app.screen, CompareScreen)
         await fresh_poll(pilot)
-        await wait_for(pilot, lambda: app.screen.data is not None, what="compare data")
+        await wait_for(pilot, lambda: app.screen.loads >= 1, what="compare data")
         for chart in app.screen.query(Chart):
             assert sorted(s.label for s in chart.series) == ["ce (n=2)", "mse (n=2)"], chart.id
         text = screen_text(app)
@@ -634,7 +634,8 @@ async def test_real_runs_with_zero_and_nan_metrics(real_runs, tmp_path):
         nc1.render()
         assert nc1.error is None and nc1.dropped == 2
         await pilot.press("c")
-        await fresh_poll(pilot)
+        await wait_for(pilot, lambda: getattr(app.screen, "loads", 0) >= 1, what="compare data")
+        assert sum(len(c.series) for c in app.screen.query(Chart)) > 0
         for chart in app.screen.query(Chart):
             chart.render()
             assert chart.error is None
@@ -712,8 +713,9 @@ async def test_live_updates_from_another_process(tmp_path):
                     seen_epochs.add(row.epoch)
                 if app.db_note:
                     notes.append(app.db_note)
-                if isinstance(app.screen, RunDetailScreen):
-                    s = app.screen.query_one("#chart-nc1", Chart).series
+                charts = app.screen.query("#chart-nc1")  # empty until the screen is composed
+                if isinstance(app.screen, RunDetailScreen) and charts:
+                    s = charts.first(Chart).series
                     if s:
                         seen_points.add(len(s[0].x))
                 return bool(row and row.status == "done" and epochs in seen_points)

@@ -77,21 +77,21 @@ def _summary(console, result) -> None:
 
 @app.command()
 def run(
-    experiments: list[str] = typer.Argument(None, help="Experiments to run [default: the config's "
+    experiments: list[str] = typer.Argument(None, help="Experiments to run \\[default: the config's "
                                                        "`default`]."),
     config: Path = typer.Option(Path("experiments.toml"), "--config", "-c", help="Experiments file."),
-    db: Path = typer.Option(None, "--db", help="Results database [default: ncbench.duckdb beside "
+    db: Path = typer.Option(None, "--db", help="Results database \\[default: ncbench.duckdb beside "
                                                "the config]."),
     workdir: Path = typer.Option(None, "--workdir", help="Run directories (events, checkpoints) "
-                                                         "[default: .ncbench beside the config]."),
+                                                         "\\[default: .ncbench beside the config]."),
     executor: str = typer.Option("local", "--executor", "-e", help="local | slurm."),
     workers: int = typer.Option(None, "--workers", "-w", help="CPU-only: runs at a time "
-                                                               "[default: 1]."),
+                                                               "\\[default: 1]."),
     gpus: str = typer.Option(None, "--gpus", help="GPU indices among the visible ones, e.g. 0,1,3 "
-                                                  "('none': CPU only) [default: all visible]."),
-    per_gpu: int = typer.Option(None, "--per-gpu", help="Runs packed on each GPU [default: 1]."),
+                                                  "('none': CPU only) \\[default: all visible]."),
+    per_gpu: int = typer.Option(None, "--per-gpu", help="Runs packed on each GPU \\[default: 1]."),
     retries: int = typer.Option(None, "--retries", help="Times a failed run is queued again "
-                                                        "[default: 0]."),
+                                                        "\\[default: 0]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; change nothing."),
     # Slurm (--executor slurm): override [executor.slurm]; see ncbench.executors.slurm
     partition: str = typer.Option(None, "--partition", help="Slurm partition.", rich_help_panel=_SLURM),

@@ -144,6 +144,9 @@ def _render_one(console, summary: dict, checks: list[dict]) -> None:
     conv = "[green]yes[/]" if summary["converged"] else f"[bold red]no[/] ({summary['stop_reason']})"
     t.add_row("converged", conv)
     console.print(t)
+    if summary.get("zero_solution"):
+        console.print("[yellow]The solution is W = H = 0[/]: the weight decay is too strong for nonzero "
+                      "logits to pay off, so the NC metrics above are meaningless (0/0).")
 
     tol = checks[0]["tol"] if checks else 0.0
     c = Table(title=f"Theorem 1 checks: measured relative deviation vs predicted; pass if ≤ {tol:g}",
@@ -184,6 +187,17 @@ def _render_comparison(console, summaries: list[dict], checks: list[list[dict]])
               *(f"{sum(c['holds'] for c in cs if c['status'] == 'not-predicted')}/"
                 f"{sum(c['status'] == 'not-predicted' for c in cs)}" for cs in checks))
     console.print(t)
+
+
+def _finite_or_null(obj: Any) -> Any:
+    """NaN/inf → None, recursively, so --json output is strict JSON (NC metrics of W = H = 0 are NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 def _write_trajectory(path: Path, results: list) -> None:
@@ -292,7 +306,7 @@ def ufm(
         summaries.append(summary)
         all_checks.append(checks)
         if as_json:
-            sys.stdout.write(json.dumps({**summary, "checks": checks}, allow_nan=True) + "\n")
+            sys.stdout.write(json.dumps(_finite_or_null({**summary, "checks": checks})) + "\n")
             sys.stdout.flush()
         else:
             _render_one(out, summary, checks)

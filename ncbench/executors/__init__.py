@@ -334,6 +334,11 @@ def executor_options(config, name: str, cli: dict[str, Any]) -> dict[str, Any]:
 
     table = dict((config.executor or {}).get(name, {}))
     if name == "local":
+        cli = dict(cli)
+        for key in [k for k in cli if k not in LOCAL_OPTIONS]:
+            if cli.pop(key) is not None:
+                raise ConfigError(None, f"--{key.replace('_', '-')} is a Slurm option: use it with "
+                                  "--executor slurm", key=key)
         for key in table:
             if key not in LOCAL_OPTIONS:
                 hint = closest(key, LOCAL_OPTIONS)

@@ -222,7 +222,7 @@ class LocalExecutor:
     `per_gpu`: workers per GPU; `workers`: CPU workers (CPU-only); `retries`: times a failed
     run is queued again; `poll_interval`: seconds between database syncs / UI refreshes (the
     processes are polled 10× as often); `standby`: start the next queued run's worker ahead of
-    time, so it has imported torch when a slot frees up (see `ncbench.worker`); `python`:
+    time (one per slot), so it has imported torch when a slot frees up (see `ncbench.worker`); `python`:
     interpreter of the workers (default: this one); `env`: extra environment for the workers."""
 
     gpus: Sequence[int] | None = None
@@ -250,7 +250,7 @@ class LocalExecutor:
         results: dict[str, str] = {}
         active: dict[str, _Active] = {}  # slot name -> active run
         free = list(slots)
-        standby: _Spawned | None = None
+        standby: list[_Spawned] = []  # started ahead, waiting for a slot (at most one per slot)
         stopping = {"level": 0}
 
         def on_signal(signum, frame):  # noqa: ARG001
@@ -272,12 +272,11 @@ class LocalExecutor:
         old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
         last_sync = 0.0
         try:
-            while queue or active or standby is not None:
+            while queue or active or standby:
                 changed = False
-                # 1. start runs into free slots (the standby worker first); none once stopping
-                while stopping["level"] == 0 and free and (standby is not None or queue):
-                    spawned = standby if standby is not None else self._spawn(queue.popleft(), workdir)
-                    standby = None
+                # 1. start runs into free slots (standby workers first); none once stopping
+                while stopping["level"] == 0 and free and (standby or queue):
+                    spawned = standby.pop(0) if standby else self._spawn(queue.popleft(), workdir)
                     slot = free.pop(0)
                     a = self._go(spawned, slot, store)
                     active[slot.name] = a
@@ -286,12 +285,13 @@ class LocalExecutor:
                     v.epoch, v.batch, v.batches = 0, 0, 0
                     a.watcher.view = v
                     changed = True
-                if stopping["level"] == 0 and self.standby and standby is None and queue:
-                    standby = self._spawn(queue.popleft(), workdir)
-                if stopping["level"] and standby is not None:
-                    queue.appendleft(standby.spec)
-                    _cancel(standby)
-                    standby = None
+                while stopping["level"] == 0 and self.standby and len(standby) < len(slots) and queue:
+                    standby.append(self._spawn(queue.popleft(), workdir))
+                if stopping["level"] and standby:
+                    for sp in reversed(standby):
+                        queue.appendleft(sp.spec)
+                        _cancel(sp)
+                    standby = []
                 # 2. poll workers
                 finished = [name for name, a in active.items() if a.proc.poll() is not None]
                 synced = [a.spec.run_id for a in active.values()]
@@ -324,13 +324,13 @@ class LocalExecutor:
                     ui.update(list(views.values()))
                 if stopping["level"] and not active:
                     break
-                if queue or active or standby is not None:
+                if queue or active or standby:
                     time.sleep(min(0.1, self.poll_interval))
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-            if standby is not None:
-                _cancel(standby)
+            for sp in standby:
+                _cancel(sp)
             for a in active.values():  # only on an exception in the loop itself
                 _signal(a.proc, signal.SIGKILL)
                 a.proc.wait()
@@ -364,7 +364,7 @@ class LocalExecutor:
         if os.environ.get("NCBENCH_THREADS"):  # an explicit user setting wins over cores // slots
             env["NCBENCH_THREADS"] = os.environ["NCBENCH_THREADS"]
         env.update(NCBENCH_ATTEMPT=str(attempt), NCBENCH_SLOT=slot.name)
-        sp.log.write(f"--- attempt {attempt} on slot {slot.name} ---\n".encode())
+        sp.log.write(f"--- attempt {attempt} on slot {slot.name} at {time.strftime('%H:%M:%S')} ---\n".encode())
         sp.log.flush()
         watcher = RunWatcher(sp.run_dir, RunView(sp.spec.run_id, sp.spec.label, sp.spec.epochs))
         watcher.skip_existing()
@@ -396,18 +396,14 @@ class LocalExecutor:
         return status, error
 
 
-def _cancel(sp: _Spawned, timeout: float = 10.0) -> None:
-    """Stop a standby worker (EOF on its stdin, SIGTERM; SIGKILL after `timeout`)."""
+def _cancel(sp: _Spawned) -> None:
+    """Stop a standby worker: it has written nothing yet (no event, no heartbeat), so SIGKILL."""
     try:
         sp.proc.stdin.close()
     except OSError:
         pass
-    _signal(sp.proc, signal.SIGTERM)
-    try:
-        sp.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        _signal(sp.proc, signal.SIGKILL)
-        sp.proc.wait()
+    _signal(sp.proc, signal.SIGKILL)
+    sp.proc.wait()
     sp.log.close()
 
 

@@ -465,7 +465,7 @@ def decide(run_dir: Path, record: dict, job: JobState | None, *, now: float | No
     since = _since_submission(run_dir, record)
     starts = [e for e in since if e.get("type") == "start"]
     slot = starts[-1].get("slot") if starts else None
-    attempt = starts[-1].get("attempt") if starts else None
+    attempt = starts[-1].get("attempt") if starts else int(record.get("ends_before") or 0) + 1
     last = next((e for e in reversed(since) if e.get("type") in ("start", "end")), None)
     jid = record.get("job_id")
     live = job.status if job is not None else None
@@ -674,7 +674,9 @@ class SlurmExecutor:
                             _apply(w, t.run_dir, t.record, v)
                             view = t.watcher.view
                             jid = t.record["job_id"]
-                            view.status = v.status
+                            # a run ended in a job that is still finishing shows as running
+                            # until the job is over (it may yet be requeued or retried)
+                            view.status = v.status if v.final or v.status in _ACTIVE else "running"
                             view.slot = f"{v.slot} job {jid}" if v.slot else f"job {jid}"
                             view.attempt = v.attempt or view.attempt
                             view.note = f"Slurm {jid} {v.slurm_state or ''}".strip()

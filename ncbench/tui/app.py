@@ -23,7 +23,7 @@ from textual.binding import Binding
 from ncbench.errors import NcbenchError
 from ncbench.tui.control import ControlError, QueueController, cancel_run, retry_run
 from ncbench.tui.data import (
-    CANCELLABLE, RETRYABLE, RunRow, config_runs, fetch_runs, merge_runs, utcnow, with_status,
+    CANCELLABLE, RETRYABLE, RunRow, RunsReader, config_runs, merge_runs, utcnow, with_status,
 )
 from ncbench.tui.screens import ConfirmScreen, DbScreen, HelpScreen, RunsScreen
 
@@ -72,6 +72,7 @@ class NcbenchApp(App[None]):
         self.now: Callable[[], datetime] = now or utcnow
         self.controller = controller or QueueController(
             self.config_path, self.db_path, self.experiments, workdir=self.workdir)
+        self.reader = RunsReader(self.experiments)
         self.runs: dict[str, RunRow] = {}
         self.db_runs: dict[str, RunRow] = {}
         self.declared: list[RunRow] = []
@@ -131,7 +132,7 @@ class NcbenchApp(App[None]):
                 from ncbench.store import read_connection
 
                 with read_connection(self.db_path, timeout=self.lock_timeout) as con:
-                    runs = fetch_runs(con, self.experiments)
+                    runs = self.reader.read(con)
                     if isinstance(screen, DbScreen):
                         view = screen.read(con)
         except (NcbenchError, duckdb.Error, OSError) as exc:

@@ -5,8 +5,9 @@ The TUI polls the database about once a second. Each poll opens the file read-on
 closes it again, so the `ncbench run` manager that opens-writes-closes the file every second is
 never held up. The queries are shaped for many runs:
 
-* `fetch_runs` — ONE query for the runs table, joined to each run's latest `nc1`/`test_acc`
-  (`arg_max(value, epoch)` over the two metric names), never one query per run;
+* `fetch_runs` — one query for the runs table plus one for every run's latest `nc1`/`test_acc`
+  (`arg_max(value, epoch)` over the two metric names), never one query per run; `RunsReader`
+  does the same incrementally (only runs whose row changed since the last poll);
 * `fetch_series` — the metric rows of one run after the last epoch already held (so a run detail
   view only fetches new evaluations);
 * comparisons go through `ncbench.report` (one implementation shared with `ncbench report`).
@@ -28,7 +29,7 @@ from typing import Any
 from ncbench.schema import RUN_STATUSES
 
 __all__ = [
-    "RunRow", "RunSeries", "RunFilter", "SORT_KEYS", "fetch_runs", "fetch_run_detail",
+    "RunRow", "RunSeries", "RunFilter", "RunsReader", "SORT_KEYS", "fetch_runs", "fetch_run_detail",
     "fetch_series", "config_runs", "merge_runs", "status_counts", "sort_rows", "utcnow",
     "format_duration", "format_metric",
 ]
@@ -105,40 +106,96 @@ class RunRow:
 # -- queries -------------------------------------------------------------------------------
 
 _RUNS_SQL = """
-WITH latest AS (
-    SELECT run_id,
-           max(epoch) AS epoch,
-           arg_max(value, epoch) FILTER (WHERE name = 'nc1' AND value IS NOT NULL) AS nc1,
-           arg_max(value, epoch) FILTER (WHERE name = 'test_acc' AND value IS NOT NULL) AS test_acc
-    FROM metrics
-    WHERE name IN ('nc1', 'test_acc')
-    GROUP BY run_id
-)
-SELECT r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
-       r.started_at, r.finished_at, r.device, r.error, coalesce(r.attempt, 0),
-       greatest(r.last_epoch, l.epoch), l.nc1, l.test_acc
-FROM runs r LEFT JOIN latest l USING (run_id)
+SELECT run_id, experiment, dataset, model, loss, width, epochs, seed, status, started_at,
+       finished_at, device, error, coalesce(attempt, 0), last_epoch, heartbeat_at
+FROM runs
 """
+
+_LATEST_SQL = """
+SELECT run_id,
+       max(epoch),
+       arg_max(value, epoch) FILTER (WHERE name = 'nc1' AND value IS NOT NULL),
+       arg_max(value, epoch) FILTER (WHERE name = 'test_acc' AND value IS NOT NULL)
+FROM metrics
+WHERE name IN ('nc1', 'test_acc'){where}
+GROUP BY run_id
+"""
+
+
+def _latest(con: Any, run_ids: list[str] | None) -> dict[str, tuple]:
+    """run_id -> (last evaluated epoch, latest nc1, latest test_acc): one query over the two
+    metric names, for every run (None) or only these."""
+    where, params = "", []
+    if run_ids is not None:
+        if not run_ids:
+            return {}
+        where = " AND run_id IN (" + ", ".join("?" * len(run_ids)) + ")"
+        params = run_ids
+    return {r[0]: r[1:] for r in con.execute(_LATEST_SQL.format(where=where), params).fetchall()}
+
+
+def _select_runs(con: Any, experiments: list[str]) -> list[tuple]:
+    sql, params = _RUNS_SQL, []
+    if experiments:
+        sql += " WHERE experiment IN (" + ", ".join("?" * len(experiments)) + ")"
+        params = experiments
+    return con.execute(sql, params).fetchall()
+
+
+def _row(r: tuple, latest: tuple | None) -> RunRow:
+    epoch, nc1, acc = latest or (None, None, None)
+    last = r[14] if epoch is None else (epoch if r[14] is None else max(r[14], epoch))
+    return RunRow(
+        run_id=r[0], experiment=r[1], dataset=r[2], model=r[3], loss=r[4], width=float(r[5]),
+        epochs=int(r[6]), seed=int(r[7]), status=r[8], started_at=r[9], finished_at=r[10],
+        device=r[11], error=r[12], attempt=int(r[13] or 0), epoch=last, nc1=_num(nc1),
+        test_acc=_num(acc),
+    )
 
 
 def fetch_runs(con: Any, experiments: Iterable[str] | None = None) -> dict[str, RunRow]:
     """Every run in the database (optionally only these experiments), keyed by run id, with its
-    latest NC1 and test accuracy — one query."""
-    sql, params = _RUNS_SQL, []
-    exps = list(experiments or [])
-    if exps:
-        sql += " WHERE r.experiment IN (" + ", ".join("?" * len(exps)) + ")"
-        params = exps
-    out: dict[str, RunRow] = {}
-    for row in con.execute(sql, params).fetchall():
-        rr = RunRow(
-            run_id=row[0], experiment=row[1], dataset=row[2], model=row[3], loss=row[4],
-            width=float(row[5]), epochs=int(row[6]), seed=int(row[7]), status=row[8],
-            started_at=row[9], finished_at=row[10], device=row[11], error=row[12],
-            attempt=int(row[13] or 0), epoch=row[14], nc1=_num(row[15]), test_acc=_num(row[16]),
-        )
-        out[rr.run_id] = rr
-    return out
+    latest NC1 and test accuracy — two queries, whatever the number of runs."""
+    rows = _select_runs(con, list(experiments or []))
+    latest = _latest(con, None)
+    return {r[0]: _row(r, latest.get(r[0])) for r in rows}
+
+
+class RunsReader:
+    """`fetch_runs`, incrementally: what the app calls on every poll.
+
+    Each poll reads the `runs` table (one small query, ~1 ms per 1 000 runs) and re-reads the
+    latest metrics only of the runs whose row changed since the previous poll (the store updates
+    a run's `last_epoch`, `heartbeat_at` or `status` whenever it ingests its events); unchanged
+    runs keep their `RunRow` object, so the view can skip them by identity. Every `full_every`
+    polls (and on the first) everything is re-read, to catch edits made outside the store.
+    """
+
+    def __init__(self, experiments: Iterable[str] | None = None, full_every: int = 30):
+        self.experiments = list(experiments or [])
+        self.full_every = full_every
+        self.polls = 0
+        self.last_changed = 0  # runs whose metrics were re-read by the last poll
+        self._sig: dict[str, tuple] = {}
+        self._rows: dict[str, RunRow] = {}
+
+    def read(self, con: Any) -> dict[str, RunRow]:
+        rows = _select_runs(con, self.experiments)
+        full = self.polls % self.full_every == 0
+        self.polls += 1
+        sigs = {r[0]: r for r in rows}
+        changed = list(sigs) if full else [rid for rid, r in sigs.items() if self._sig.get(rid) != r]
+        if changed:
+            latest = _latest(con, None if full or len(changed) > 100 else changed)
+            for rid in changed:
+                new = _row(sigs[rid], latest.get(rid))
+                old = self._rows.get(rid)
+                self._rows[rid] = old if old == new else new
+        for rid in set(self._rows) - set(sigs):
+            del self._rows[rid]
+        self._sig = sigs
+        self.last_changed = len(changed)
+        return {rid: self._rows[rid] for rid in sigs}
 
 
 def fetch_run_detail(con: Any, run_id: str) -> dict[str, Any] | None:

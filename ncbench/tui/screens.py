@@ -1,21 +1,26 @@
 """The TUI's views: runs, run detail, compare, plus the help and confirm dialogs.
 
-Screens that show database content beyond the runs list implement `read(con)` — called in the
-app's polling thread with an open read-only connection, returns plain data — and `apply(data)`,
-called on the UI thread with that data. They never open the database themselves.
+The app polls the database about once a second (see ncbench.tui.app). A screen that needs
+more than the runs list from each poll implements `read(con)` — called in the polling thread with
+the poll's open read-only connection, returns plain data (or None: nothing new) — and
+`apply(data)`, called on the UI thread with that data (the run detail does this). The compare
+view's report queries are slower, so it loads them in its own thread worker when its
+experiment's runs change (`runs_changed`, called after every poll).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Container, Vertical, VerticalScroll
+from textual.containers import Container, ScrollableContainer, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
@@ -357,7 +362,9 @@ class CompareScreen(DbScreen):
     """All losses of one experiment: mean curves over seeds and the report's tables.
 
     The numbers come from `ncbench.report` (`accuracy_table`, `nc_table`, `curves`,
-    `configurations`) — the same functions `ncbench report` prints.
+    `configurations`) — the same functions `ncbench report` prints. They are loaded by this
+    screen's own thread worker (not the app's 1 s poll, which stays fast) when the experiment's
+    runs change, throttled to the time the report's queries take.
     """
 
     BINDINGS = [
@@ -375,61 +382,108 @@ class CompareScreen(DbScreen):
         self.config_index = -1  # into report.configurations(); -1 = the report's default
         self.include_unfinished = False
         self.data: dict[str, Any] | None = None
+        self.loads = 0  # completed loads (tests wait on this)
         self._key: tuple | None = None
+        self._loading = False
+        self._loaded_at = -1e9
+        self._min_gap = 2.0
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="cmp-title")
+        # Narrow: one scrolling column (accuracy table, curves, NC table). Wide: the tables
+        # on the left, the curves on the right (a 2×2 grid, curves spanning both rows).
         with Container(id="cmp-body"):
-            with VerticalScroll(id="cmp-tables"):
+            with ScrollableContainer(id="cmp-acc-box", classes="table-box"):
                 yield Static(id="cmp-acc", classes="panel")
-                yield Static(id="cmp-nc", classes="panel")
-            with VerticalScroll(id="cmp-charts", classes="chart-grid"):
+            with Container(id="cmp-charts", classes="chart-grid"):
                 for metric, title, log, ylim in COMPARE_CHARTS:
                     yield Chart(title, log=log, ylim=ylim, id=f"cmp-chart-{metric}")
+            with ScrollableContainer(id="cmp-nc-box", classes="table-box"):
+                yield Static(id="cmp-nc", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = f"compare {self.experiment}"
         self.query_one("#cmp-chart-nc1", Chart).focus()
         self._title()
-        self.nc_app.poll()
+        self._load(self._state_key())
 
     def _state_key(self) -> tuple:
         runs = [r for r in self.nc_app.runs.values() if r.experiment == self.experiment]
         return (self.experiment, self.config_index, self.include_unfinished,
                 tuple(sorted((r.run_id, r.status, r.epoch or 0, r.attempt) for r in runs)))
 
-    def read(self, con: Any) -> Any:
+    def runs_changed(self) -> None:
+        """Reload when this experiment's runs changed, at most every `_min_gap` seconds (three
+        times the last load's duration, at least 2 s: the report's queries grow with the
+        database, and each holds the file open for a moment)."""
         key = self._state_key()
-        if key == self._key and self.data is not None:
-            return None
+        if (key != self._key and not self._loading
+                and time.monotonic() - self._loaded_at >= self._min_gap):
+            self._load(key)
+
+    def _load(self, key: tuple) -> None:
+        self._loading = True
+        self._load_worker(key, self.experiment, self.config_index, self.include_unfinished)
+
+    @work(thread=True, group="compare", exit_on_error=False)
+    def _load_worker(self, key: tuple, experiment: str, config_index: int,
+                     include_unfinished: bool) -> None:
+        """The report's computations, each in its own short read-only session (so a writer can
+        get the file between them)."""
         from ncbench import report
+        from ncbench.store import read_connection
 
-        if self.experiment not in report.list_experiments(con):
-            return key, {"missing": True}
-        configs = report.configurations(con, self.experiment, include_unfinished=True)
-        select = configs[self.config_index % len(configs)] if configs else None
-        curves = {
-            metric: report.curves(con, self.experiment, metric, select=select,
-                                  include_unfinished=True)
-            for metric, *_ in COMPARE_CHARTS
-        }
-        kw = dict(include_unfinished=self.include_unfinished)
-        acc = report.accuracy_table(con, [self.experiment], **kw)
-        nc = report.nc_table(con, [self.experiment], **kw)
-        return key, {"configs": configs, "select": select, "curves": curves, "acc": acc,
-                     "nc": nc}
+        app = self.nc_app
+        t0 = time.monotonic()
+        data: dict[str, Any]
+        try:
+            if not app.db_path.exists():
+                data = {"missing": True}
+            else:
+                def session(fn):
+                    with read_connection(app.db_path, timeout=app.lock_timeout) as con:
+                        return fn(con)
 
-    def apply(self, data: Any) -> None:
-        if data is None:
+                if experiment not in session(report.list_experiments):
+                    data = {"missing": True}
+                else:
+                    configs = session(lambda con: report.configurations(
+                        con, experiment, include_unfinished=True))
+                    select = configs[config_index % len(configs)] if configs else None
+                    curves = {
+                        metric: session(lambda con, m=metric: report.curves(
+                            con, experiment, m, select=select, include_unfinished=True))
+                        for metric, *_ in COMPARE_CHARTS
+                    }
+                    kw = dict(include_unfinished=include_unfinished)
+                    acc = session(lambda con: report.accuracy_table(con, [experiment], **kw))
+                    nc = session(lambda con: report.nc_table(con, [experiment], **kw))
+                    data = {"configs": configs, "select": select, "curves": curves, "acc": acc,
+                            "nc": nc}
+        except Exception as exc:  # noqa: BLE001 - shown in the view, never a crash
+            data = {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            app.call_from_thread(self._loaded, key, data, time.monotonic() - t0)
+        except RuntimeError:  # the app is shutting down
+            pass
+
+    def _loaded(self, key: tuple, data: dict[str, Any], seconds: float) -> None:
+        self._loading = False
+        self._loaded_at = time.monotonic()
+        self._min_gap = max(2.0, 3 * seconds)
+        if key[:3] != (self.experiment, self.config_index, self.include_unfinished):
+            self._load(self._state_key())  # the user switched while this was loading
             return
-        self._key, self.data = data
+        self._key, self.data = key, data
+        self.loads += 1
         self._title()
-        if self.data.get("missing"):
-            self.query_one("#cmp-acc", Static).update(
-                Text(f"experiment {self.experiment} has no runs in the database yet",
-                     style="italic"))
+        message = ("experiment has no runs in the database yet" if data.get("missing")
+                   else data.get("error"))
+        if message:
+            self.query_one("#cmp-acc", Static).update(Text(f"{self.experiment}: {message}",
+                                                           style="italic"))
             self.query_one("#cmp-nc", Static).update("")
             for metric, *_ in COMPARE_CHARTS:
                 self.query_one(f"#cmp-chart-{metric}", Chart).set_series([])
@@ -510,9 +564,11 @@ class CompareScreen(DbScreen):
         self._refetch()
 
     def action_configuration(self) -> None:
-        configs = (self.data or {}).get("configs") or []
+        data = self.data or {}
+        configs = data.get("configs") or []
         if len(configs) > 1:
-            cur = configs.index((self.data or {}).get("select")) if self.data.get("select") in configs else -1
+            select = data.get("select")
+            cur = configs.index(select) if select in configs else -1
             self.config_index = (cur + 1) % len(configs)
             self._refetch()
 
@@ -529,7 +585,8 @@ class CompareScreen(DbScreen):
         self._key = None
         self.data = None
         self._title()
-        self.nc_app.poll()
+        if not self._loading:
+            self._load(self._state_key())
 
 
 # ------------------------------------------------------------------------------------------
