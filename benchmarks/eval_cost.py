@@ -8,7 +8,8 @@ validation accuracy). The last epoch's ratio is the steady state (the first pays
 and compilation); the amortised overhead at the default `eval_every = 5` is ratio / 5.
 
 Then it loads the run's last checkpoint and times the three passes separately
-(`ncbench.train.evaluate`, second call of each) to show where the evaluation time goes.
+(`ncbench.train.evaluate`, the 2nd call of each) to show where the evaluation time goes,
+and the training split's pass without the NC statistics (their share of that pass).
 
 Data: scikit-learn's digits (real, for `mlp`) or a CIFAR-10-format fixture written to a
 temporary folder (python pickles, class-dependent noisy images; `--n-train` training images
@@ -81,7 +82,9 @@ def sync(dev: torch.device) -> None:
 
 
 def split_breakdown(spec, run_dir: Path) -> dict[str, float]:
-    """Seconds of each evaluation pass of the checkpointed model (second call of each)."""
+    """Seconds of each evaluation pass of the checkpointed model (the 2nd call of each),
+    the training split's pass also without the NC statistics, and `nc_share`: the fraction of
+    the training split's pass that the NC statistics take."""
     from ncbench.batches import make_batches
     from ncbench.checkpoint import checkpoint_path, load_checkpoint
     from ncbench.data import make_dataset
@@ -99,16 +102,21 @@ def split_breakdown(spec, run_dir: Path) -> dict[str, float]:
     loss_fn = make_loss(spec.loss, ds.num_classes).to(dev)
     bs = max(EVAL_BATCH_SIZE, spec.batch_size)
     out = {}
-    for split, collapse in (("train", True), ("test", True), ("val", False)):
+    for key, split, collapse in (("train", "train", True), ("test", "test", True),
+                                 ("val", "val", False), ("train_no_nc", "train", False)):
         if len(ds.split(split)) == 0:
             continue
         batches = make_batches(ds, split, bs, dev, train=False, channels_last=setup.channels_last)
+        times = []  # the shapes were autotuned by the run's evaluations already (same process)
         for _ in range(2):
             sync(dev)
             t0 = time.perf_counter()
             evaluate(model, loss_fn, batches, ds.num_classes, collapse=collapse)
             sync(dev)
-            out[split] = time.perf_counter() - t0
+            times.append(time.perf_counter() - t0)
+        out[key] = min(times[1:])
+    if "train_no_nc" in out:  # what the NC statistics add to the training split's pass
+        out["nc_share"] = max(0.0, out["train"] - out["train_no_nc"]) / out["train"]
     return out
 
 
@@ -191,13 +199,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   f"epochs {', '.join(f'{s:.2f}' for s in r['epoch_seconds'])} s, evals "
                   f"{', '.join(f'{s:.2f}' for s in r['eval_seconds'])} s", flush=True)
     print(f"{'model':14s} {'data':8s} {'prec':5s} {'epoch s':>8s} {'eval s':>8s} {'eval/epoch':>10s} "
-          f"{'@every 5':>8s}   eval passes (s): train / test / val")
+          f"{'@every 5':>8s}   eval passes (s): train / test / val · NC share of train pass")
     for r in rows:
         p = r["parts"]
         parts = " / ".join(f"{p[k]:.2f}" if k in p else "—" for k in ("train", "test", "val"))
         print(f"{r['model'] + '-' + format(r['width'], 'g'):14s} {r['dataset']:8s} {r['precision']:5s} "
               f"{r['epoch_seconds'][-1]:8.2f} {r['eval_seconds'][-1]:8.2f} {r['fraction']:10.2f} "
-              f"{r['fraction'] / 5:8.2f}   {parts}")
+              f"{r['fraction'] / 5:8.2f}   {parts} · {p.get('nc_share', float('nan')):.0%}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=1, default=str))
     return rows

@@ -48,6 +48,8 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 K = 10
 GRAD_CLIP = 2.0
+#: upper bound of the calibrated number of timed steps per round (cpu)
+MAX_CALIBRATED_STEPS = 100
 
 
 def environment(dev: torch.device) -> str:
@@ -198,7 +200,10 @@ def measure(runner, steps: int, batch: int, dev: torch.device) -> float:
 
 
 def bench_model(model_name: str, width: float, dev: torch.device, args, variants) -> list[dict]:
-    n = max(args.n, (args.warmup + args.steps) * args.batch + args.batch)
+    # enough images that no runner crosses an epoch boundary (the reference's DataLoader would
+    # restart its prefetching there, once per few dozen steps instead of once per epoch)
+    max_steps = args.steps or MAX_CALIBRATED_STEPS
+    n = max(args.n, (args.warmup + 2 + max_steps * args.rounds + 1) * args.batch)
     x_hwc, y = make_data(n)
     runners = [Reference(model_name, width, dev, x_hwc, y, args.batch, args.workers)]
     for kw in variants:
@@ -208,15 +213,20 @@ def bench_model(model_name: str, width: float, dev: torch.device, args, variants
         r.steps(args.warmup)
         sync(dev)
     warm_s = time.perf_counter() - t_warm
+    steps = args.steps
+    if not steps:  # calibrate: about args.seconds per round of the reference
+        per_step = args.batch / measure(runners[0], 2, args.batch, dev)
+        steps = max(4, min(MAX_CALIBRATED_STEPS, round(args.seconds / per_step)))
     rates: list[list[float]] = [[] for _ in runners]
     for _ in range(args.rounds):
         for i, r in enumerate(runners):
-            rates[i].append(measure(r, args.steps, args.batch, dev))
+            rates[i].append(measure(r, steps, args.batch, dev))
     base = statistics.median(rates[0])
     rows = []
     for r, rs in zip(runners, rates):
         med = statistics.median(rs)
-        rows.append({"model": model_name, "width": width, "batch": args.batch, "variant": r.label,
+        rows.append({"model": model_name, "width": width, "batch": args.batch, "steps": steps,
+                     "variant": r.label,
                      "images_per_s": med, "ratio": med / base, "rounds": [round(v, 1) for v in rs],
                      "compile_failed": getattr(getattr(r, "setup", None), "compile_failed", None)})
     for r in runners:  # free device memory before the next model
@@ -224,7 +234,7 @@ def bench_model(model_name: str, width: float, dev: torch.device, args, variants
     del runners
     if dev.type == "cuda":
         torch.cuda.empty_cache()
-    print(f"  ({model_name}-{width:g}: warm-up {warm_s:.1f} s)", flush=True)
+    print(f"  ({model_name}-{width:g}: warm-up {warm_s:.1f} s, {steps} timed steps per round)", flush=True)
     return rows
 
 
@@ -235,7 +245,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="comma list of model:width (default cpu: resnet18:0.25,mlp:1; "
                          "cuda: wrn50:0.25,wrn50:2)")
     ap.add_argument("--batch", type=int, default=None, help="default 32 on cpu, 128 on cuda")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per round (cpu 6, cuda 50)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="timed steps per round (cuda 50; cpu: calibrated to --seconds)")
+    ap.add_argument("--seconds", type=float, default=2.0,
+                    help="cpu: target seconds of the reference per round when --steps is not given")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (cpu 2, cuda 15)")
     ap.add_argument("--rounds", type=int, default=None, help="alternating rounds (cpu 3, cuda 2)")
     ap.add_argument("--n", type=int, default=0, help="images in the synthetic set (default: just enough)")
@@ -257,7 +270,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit("--device cuda: no CUDA device visible")
     cores = os.cpu_count() or 1
     args.batch = args.batch or (128 if cuda else 32)
-    args.steps = args.steps or (50 if cuda else 6)
+    args.steps = args.steps or (50 if cuda else 0)
     args.warmup = args.warmup if args.warmup is not None else (15 if cuda else 2)
     args.rounds = args.rounds or (2 if cuda else 3)
     args.workers = args.workers if args.workers is not None else min(8 if cuda else 2, cores)
@@ -272,7 +285,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         variants.append(dict(precision=args.precision, channels_last=True, compile=True))
 
     print(f"train_throughput · {environment(dev)}")
-    print(f"batch {args.batch}, {args.steps} timed steps × {args.rounds} rounds after {args.warmup} "
+    steps = args.steps or f"~{args.seconds:g} s of"
+    print(f"batch {args.batch}, {steps} timed steps × {args.rounds} rounds after {args.warmup} "
           f"warm-up steps, reference DataLoader workers = {args.workers}", flush=True)
     rows: list[dict] = []
     for item in models.split(","):

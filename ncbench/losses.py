@@ -100,9 +100,9 @@ def validate_inputs(logits: torch.Tensor, target: torch.Tensor, num_classes: int
         raise ValueError(f"loss '{name}': target must hold integer class indices, got {target.dtype}")
     if target.shape[0] == 0:
         raise ValueError(f"loss '{name}': empty batch (B = 0); the mean over the batch is undefined")
-    lo, hi = int(target.min()), int(target.max())
-    if lo < 0 or hi >= num_classes:
-        bad = lo if lo < 0 else hi
+    outside = (target < 0) | (target >= num_classes)
+    if bool(outside.any()):  # the only host sync per call
+        bad = int(target[outside][0])
         raise ValueError(
             f"loss '{name}': target value {bad} is out of range; class indices must be in "
             f"0..{num_classes - 1} (num_classes={num_classes})"

@@ -5,16 +5,19 @@ are turned into a `TrainSetup` by `setup_training(model, device, ...)`, which `n
 calls once per run:
 
 - `precision` ("fp32" | "bf16" | "fp16"): mixed-precision training with `torch.autocast` on
-  **CUDA only**. On any other device the run trains in fp32 (CPU autocast is slower than fp32
-  for these models and fp16 has no CPU kernels), and the effective precision is what the run
-  records (`TrainSetup.info()` goes into the run's `start` event). A CUDA device without native
-  bf16 (before Ampere) falls back to fp32 too, with a note suggesting fp16. "fp16" adds a
-  `torch.amp.GradScaler` (loss scaling); bf16 needs none. Parameters, optimiser state and the
-  evaluation pass stay float32; the NC statistics accumulate in float64 whatever the precision.
+  **CUDA only**. On any other device the run trains in fp32, so that CPU runs (small studies,
+  tests) give the same numbers on every CPU whether or not it has bf16 units (on an AVX512-BF16
+  CPU, autocast bf16 did halve a resnet18-0.25 step: a possible later option), and the
+  effective precision is what the run records (`TrainSetup.info()` goes into the run's `start`
+  event). A CUDA device without native bf16 (before Ampere) falls back to fp32 too, with a note
+  suggesting fp16. "fp16" adds a `torch.amp.GradScaler` (loss scaling); bf16 needs none.
+  Parameters, optimiser state, the loss and the evaluation pass stay float32; the NC statistics
+  accumulate in float64 whatever the precision.
 - `channels_last` (default true): convolutional models (any `nn.Conv2d`) and their input
   batches use the NHWC memory format (`torch.channels_last`), which tensor-core convolutions
-  need to avoid transposes. Ignored for models without convolutions (mlp), and on devices other
-  than CUDA, where PyTorch's CPU convolutions are not reliably faster in NHWC.
+  need to avoid transposes; oneDNN's CPU convolutions are faster in it too (resnet18 on one
+  core: 0.70–0.84× the step time, benchmarks/RESULTS.md). Ignored for models without
+  convolutions (mlp) and on devices other than CUDA and CPU (mps: not measured).
 - `compile` (default false): `torch.compile(model)` for the training forward pass. Compilation
   happens lazily at the first batch; if it fails there (no C++ compiler, an unsupported op, …)
   the run prints one clear message to stderr (the worker's log) and continues uncompiled
@@ -214,7 +217,7 @@ def setup_training(model: nn.Module, device: str | torch.device, *, precision: s
         compile_backend = os.environ.get("NCBENCH_COMPILE_BACKEND") or "inductor"
     prec = resolve_precision(precision, dev)
     notes = [prec.note] if prec.note else []
-    cl = bool(channels_last) and dev.type == "cuda" and uses_convolutions(model)
+    cl = bool(channels_last) and dev.type in ("cuda", "cpu") and uses_convolutions(model)
     if cl:
         model.to(memory_format=torch.channels_last)
     if dev.type == "cuda":

@@ -66,7 +66,7 @@ from ncbench.checkpoint import checkpoint_path, load_checkpoint, rng_state, save
 from ncbench.precision import setup_training
 from ncbench.runs import RunSpec
 
-__all__ = ["train_run", "Sink", "ListSink", "resolve_device", "lr_milestones", "evaluate",
+__all__ = ["train_run", "Sink", "ListSink", "resolve_device", "lr_milestones", "evaluate", "load_dataset",
            "train_epoch", "CHECKPOINT_SECONDS", "EVAL_BATCH_SIZE", "BEST_FILE"]
 
 #: A checkpoint is also written after an epoch that ends more than this many seconds after the
@@ -175,7 +175,10 @@ def train_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
         if should_stop is not None and should_stop():
             return {"loss_sum": loss_sum, "batches": done, "grad_norm_max": grad_max, "interrupted": True}
         with autocast() if autocast is not None else contextlib.nullcontext():
-            loss = loss_fn(model(x), y)
+            logits = model(x)
+        # the loss in float32 whatever the autocast dtype (mse's (z_k − β)² in bf16 would be
+        # quantised to 1/16 near β = 15); .float() is a no-op on float32 logits
+        loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -236,6 +239,15 @@ def evaluate(model: nn.Module, loss_fn: nn.Module, batches, num_classes: int, *,
     return out
 
 
+def load_dataset(spec: RunSpec):
+    """The run's `SplitDataset` (`ncbench.data.make_dataset` with the spec's data keys)."""
+    from ncbench.data import make_dataset
+
+    return make_dataset(spec.dataset, root=spec.data_root, download=spec.download,
+                        val_fraction=spec.val_fraction, data_seed=spec.data_seed,
+                        per_class=spec.per_class, **spec.dataset_params)
+
+
 def _atomic_json(path: Path, obj: dict) -> None:
     from ncbench.checkpoint import atomic_write_bytes
 
@@ -248,15 +260,16 @@ def _atomic_json(path: Path, obj: dict) -> None:
 
 
 def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = None,
-              should_stop: Callable[[], bool] | None = None) -> str:
+              should_stop: Callable[[], bool] | None = None, *, dataset=None) -> str:
     """Train the run `spec`, reporting to `sink`; returns its status: "done", "diverged" or
     "interrupted" (exceptions propagate: the worker turns them into "failed").
 
     `run_dir`: where checkpoint.pt and best.json live (None: no checkpoints, no resume).
     `should_stop`: polled before every batch; True → return "interrupted" (see module doc).
+    `dataset`: the run's `SplitDataset` if already loaded (a standby worker loads it while it
+    waits for a slot), else `make_dataset` loads it here.
     """
     from ncbench.batches import make_batches
-    from ncbench.data import make_dataset
     from ncbench.losses import make_loss
     from ncbench.models import make_model
 
@@ -272,9 +285,7 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
     _seed_everything(spec.seed)
 
     # --- 2. data -----------------------------------------------------------------------------
-    ds = make_dataset(spec.dataset, root=spec.data_root, download=spec.download,
-                      val_fraction=spec.val_fraction, data_seed=spec.data_seed,
-                      per_class=spec.per_class, **spec.dataset_params)
+    ds = dataset if dataset is not None else load_dataset(spec)
     K = ds.num_classes
 
     # --- 3. model, loss, optimiser, schedule -------------------------------------------------
@@ -301,7 +312,7 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
     # --- 4. resume -----------------------------------------------------------------------------
     first_epoch, elapsed_before, best = 1, 0.0, None
     ckpt_file = checkpoint_path(run_dir) if run_dir is not None else None
-    ckpt = load_checkpoint(ckpt_file, map_location=device) if ckpt_file is not None else None
+    ckpt = load_checkpoint(ckpt_file, map_location="cpu") if ckpt_file is not None else None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -23,8 +23,8 @@ Environment read: `NCBENCH_ATTEMPT` (attempt number; default 1 + the number of `
 already in the log), `NCBENCH_SLOT`, `NCBENCH_EXECUTOR`, `NCBENCH_THREADS` (torch CPU threads),
 `NCBENCH_PARENT_PID`, `CUDA_VISIBLE_DEVICES` (recorded).
 
-Standby. With `NCBENCH_STANDBY=1` the worker imports torch and the registries first (the slow
-part of its start, 2–5 s) and then waits for one JSON line on stdin, `{"env": {...}}`, whose
+Standby. With `NCBENCH_STANDBY=1` the worker imports torch and the registries and loads the
+run's dataset first (the slow part of its start, 2–5 s) and then waits for one JSON line on stdin, `{"env": {...}}`, whose
 variables (NCBENCH_SLOT, NCBENCH_ATTEMPT, NCBENCH_THREADS, CUDA_VISIBLE_DEVICES — CUDA is not
 initialised yet) it applies before it starts; EOF instead cancels it (exit 5, nothing written).
 The local executor starts the next queued run's worker this way while the slots are busy, so a
@@ -179,6 +179,7 @@ def _preimport() -> None:
     import ncbench.models  # noqa: F401
     import ncbench.nc  # noqa: F401
     import ncbench.train  # noqa: F401
+    import torch._dynamo  # noqa: F401  (torch.optim.Optimizer's first use imports it: seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,15 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    dataset = None
     if os.environ.get("NCBENCH_STANDBY") == "1":
         import time
 
         t0 = time.monotonic()
         try:
             _preimport()
-        except BaseException:  # noqa: BLE001 - reported by the real start below
-            pass
-        print(f"ncbench worker: on standby (imports took {time.monotonic() - t0:.1f} s)",
+            from ncbench.train import load_dataset
+
+            dataset = load_dataset(spec)
+        except BaseException:  # noqa: BLE001 - train_run meets it again and reports it
+            dataset = None
+        print(f"ncbench worker: on standby (imports and data took {time.monotonic() - t0:.1f} s)",
               file=sys.stderr, flush=True)
         if stop.is_set() or not _wait_for_go() or stop.is_set():
             return EXIT_CODES["cancelled"]
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from ncbench.train import train_run
 
-        status = train_run(spec, sink, run_dir=run_dir, should_stop=stop.is_set)
+        status = train_run(spec, sink, run_dir=run_dir, should_stop=stop.is_set, dataset=dataset)
     except KeyboardInterrupt:
         status, error = "interrupted", "KeyboardInterrupt"
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the code says it

@@ -82,9 +82,9 @@ install_packages() {
         apt-get update -q >>"$STATE/apt.log" 2>&1 ||
             die 3 "apt-get update failed (no network to the Debian mirrors?); see $STATE/apt.log"
         apt-get install -y -q --no-install-recommends "${pkgs[@]}" >>"$STATE/apt.log" 2>&1 ||
-            die 3 "apt-get install ${pkgs[*]} failed; see $STATE/apt.log"
+            die 1 "apt-get install ${pkgs[*]} failed; see $STATE/apt.log"
     fi
-    have_binaries || die 3 "packages installed but Slurm binaries are missing; see $STATE/apt.log"
+    have_binaries || die 1 "packages installed but Slurm binaries are missing; see $STATE/apt.log"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -115,7 +115,8 @@ def test_sigkill_manager_workers_die_rerun_resumes(tmp_path):
 
 
 def test_sigint_interrupts_then_rerun_resumes_readers_work_throughout(tmp_path):
-    cfg = write_config(tmp_path, experiment("victim", losses=("_runkit:slow_ce",), epochs=40,
+    # 80 epochs (≈ 8 s): long enough to call the readers before Ctrl-C
+    cfg = write_config(tmp_path, experiment("victim", losses=("_runkit:slow_ce",), epochs=80,
                                             eval_every=2, extra=SLOW))
     db, workdir = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
     manager = start("run", "--config", str(cfg), cwd=tmp_path)

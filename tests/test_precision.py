@@ -137,12 +137,31 @@ def test_channels_last_model_and_batches_give_the_same_logits():
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_channels_last_applies_to_convnets_on_cuda_only():
+def test_channels_last_applies_to_convnets_only_and_can_be_turned_off():
     conv, mlp = make_model("resnet18", 3, 0.125), make_model("mlp", 3, 0.125, input_shape=(8,))
     assert uses_convolutions(conv) and not uses_convolutions(mlp)
-    s = setup_training(conv, "cpu", channels_last=True)
-    assert s.channels_last is False and s.train_model is conv
+    assert setup_training(mlp, "cpu", channels_last=True).channels_last is False
+    off = setup_training(conv, "cpu", channels_last=False)
+    assert off.channels_last is False and off.train_model is conv
     assert conv.conv1.weight.is_contiguous()
+    on = setup_training(conv, "cpu", channels_last=True)
+    assert on.channels_last is True and on.info()["channels_last"] is True
+    assert conv.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.conv1.weight.is_contiguous()  # converted in place
+
+
+def test_resnet_run_trains_channels_last_by_default_and_records_it():
+    """digits are [1, 8, 8] images: a resnet run is NHWC unless channels_last = false, with the
+    same numbers up to float rounding."""
+    spec = tiny(model="resnet18", width=0.125, epochs=1, dataset="digits", per_class=6,
+                batch_size=16, dataset_params={})
+    nhwc, nchw = ListSink(), ListSink()
+    assert train_run(spec, nhwc) == "done"
+    assert train_run(spec.replace(channels_last=False), nchw) == "done"
+    assert nhwc.started[0]["channels_last"] is True and nchw.started[0]["channels_last"] is False
+    a, b = nhwc.evals[-1][1], nchw.evals[-1][1]
+    for k in ("train_loss", "test_loss", "nc1"):
+        assert math.isclose(a[k], b[k], rel_tol=1e-3), (k, a[k], b[k])
 
 
 # -- compile ----------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 (a single-node cluster with 4 fake GPUs started by scripts/slurm-local.sh; marked `slurm`).
 
 The cluster fixture starts the cluster if it is not running (installing Debian's packages the
-first time, ~20 s) and stops it at the end of the session if it started it. It skips only where
+first time, ~20 s; starting ~4 s) and stops it at the end of the session if it started it. It skips only where
 Slurm cannot be started at all (not root, no apt, no network to the Debian mirrors, or a Slurm
 config of someone else's on this machine) and says which.
 """
@@ -83,7 +83,8 @@ def test_cli_flags_override_the_table(tmp_path):
     # a Slurm flag with the local executor is a mistake, said so
     with pytest.raises(ConfigError, match="--partition"):
         executor_options(load_config(cfg), "local", cli)
-    assert sl.slurm_options_from_cli(partition="x", qos=None, detach=False, workers=3) == {"partition": "x"}
+    assert sl.slurm_options_from_cli(partition="x", qos=None, detach=False,
+                                     workers=3) == {"partition": "x"}
 
 
 def test_sbatch_parameters_and_signal_delay():

@@ -594,6 +594,8 @@ async def test_real_runs_table_detail_compare(real_runs):
         assert isinstance(app.screen, CompareScreen)
         await fresh_poll(pilot)
         await wait_for(pilot, lambda: app.screen.loads >= 1, what="compare data")
+        await pilot.pause()
+        await pilot.pause()  # let the new table widths lay out before reading the screen
         for chart in app.screen.query(Chart):
             assert sorted(s.label for s in chart.series) == ["ce (n=2)", "mse (n=2)"], chart.id
         text = screen_text(app)
@@ -754,3 +756,106 @@ def test_cli_errors_without_database_or_config(tmp_path):
     out = run("--help")
     assert out.returncode == 0 and "--run" in out.stdout
 
+
+
+def test_runs_reader_incremental(tmp_path):
+    """RunsReader re-reads only changed runs, keeps unchanged RunRow objects, follows a new
+    evaluation at last_epoch at once, and settles a heartbeat that ran ahead of the
+    evaluations by a full read within `stale_every` polls."""
+    from ncbench.store import read_connection
+    from ncbench.tui.data import RunsReader, fetch_runs
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    reader = RunsReader(stale_every=2)
+
+    def poll():
+        with read_connection(db) as con:
+            return reader.read(con), fetch_runs(con)
+
+    def same(a, b):  # RunRow equality with NaN == NaN
+        return a.keys() == b.keys() and all(repr(a[k]) == repr(b[k]) for k in a)
+
+    first, truth = poll()
+    assert same(first, truth) and reader.last_full
+    second, _ = poll()
+    assert reader.last_changed == 0 and not reader.last_full
+    assert all(second[r] is first[r] for r in first)
+
+    def write(sql, params=()):
+        con = duckdb.connect(str(db))
+        con.execute(sql, list(params))
+        con.close()
+
+    # a new evaluation (epoch 5) of the running run, as store.sync writes it
+    write("INSERT INTO metrics VALUES ('demo-fl-s0', 5, 'nc1', 0.25), ('demo-fl-s0', 5, "
+          "'test_acc', 0.81)")
+    write("UPDATE runs SET last_epoch = 5 WHERE run_id = 'demo-fl-s0'")
+    rows, truth = poll()
+    assert reader.last_changed == 1 and not reader.last_full
+    assert repr(rows["demo-fl-s0"]) == repr(truth["demo-fl-s0"])
+    assert (rows["demo-fl-s0"].epoch, rows["demo-fl-s0"].nc1) == (5, 0.25)
+    assert rows["demo-ce-s0"] is first["demo-ce-s0"]
+
+    # the heartbeat runs ahead (epoch 7) of an evaluation at epoch 6 ingested in the same sync
+    write("INSERT INTO metrics VALUES ('demo-fl-s0', 6, 'nc1', 0.125)")
+    write("UPDATE runs SET last_epoch = 7 WHERE run_id = 'demo-fl-s0'")
+    rows, truth = poll()
+    assert rows["demo-fl-s0"].epoch == 7 and rows["demo-fl-s0"].nc1 == 0.25  # not yet seen
+    for _ in range(3):
+        rows, truth = poll()
+        if reader.last_full:
+            break
+    assert reader.last_full and same(rows, truth) and rows["demo-fl-s0"].nc1 == 0.125
+
+    write("DELETE FROM runs WHERE run_id = 'wide-ce-s0'")
+    rows, _ = poll()
+    assert "wide-ce-s0" not in rows
+
+
+@async_test
+async def test_start_queue_on_mount_and_toggle(tmp_path):
+    """`ncbench tui --run` = start_queue: the queue process runs as soon as the app is up; the
+    status bar says so; r stops it with SIGINT."""
+    from ncbench.tui.control import QueueController
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    script = tmp_path / "catch.py"
+    script.write_text(SIGNAL_CATCHER)
+    out = tmp_path / "queue.txt"
+    cfg = tmp_path / "experiments.toml"
+    cfg.write_text(PILOT_TOML)
+    controller = QueueController(cfg, db, command=[sys.executable, str(script), str(out)])
+    app = make_app(db, start_queue=True, controller=controller)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await fresh_poll(pilot)
+            assert controller.running
+            assert f"queue ▶ running (pid {controller.pid})" in screen_text(app)
+            _wait_file(out.with_suffix(".ready"))
+            await pilot.press("r")
+            await wait_for(pilot, lambda: not controller.running, what="queue stop")
+            await fresh_poll(pilot)
+            assert out.read_text() == "SIGINT" and "queue ■ exited (0)" in screen_text(app)
+    finally:
+        controller.shutdown(timeout=5)
+
+
+@async_test
+async def test_tab_and_log_toggle_in_detail(tmp_path):
+    from ncbench.tui.chart import Chart
+    from ncbench.tui.screens import RunDetailScreen
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    app = make_app(db)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await fresh_poll(pilot)
+        app.push_screen(RunDetailScreen("demo-ce-s0"))
+        await fresh_poll(pilot)
+        nc1, nc2 = app.screen.query_one("#chart-nc1", Chart), app.screen.query_one("#chart-nc2", Chart)
+        assert app.focused is nc1 and nc1.log and not nc2.log
+        await pilot.press("tab", "l")
+        assert app.focused is nc2 and nc2.log and nc1.log
+        assert "NC2 (log)" in screen_text(app)

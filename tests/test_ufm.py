@@ -228,6 +228,18 @@ def test_mse_optimum_matches_the_closed_form_with_a_shared_shift(small_results):
     assert ans["shift_p"] == pytest.approx(ref["shift_p"], rel=1e-6)
 
 
+@pytest.mark.parametrize("kappa", [0.3, 3.0])
+def test_mse_shared_component_prices_the_shift_like_the_bias_for_any_kappa(kappa):
+    """Stationarity in b̄ and in the shared component: λ_b b̄ = √(n λ_W λ_H) once the shared
+    component is active — seen for every κ, not only the κ = 1 closed form."""
+    res = solve_ufm("mse", **SMALL, loss_params={"kappa": kappa})
+    assert res.converged
+    assert float(res.H.mean(dim=1).norm()) > 0.1  # shared component active
+    assert 5e-3 * float(res.b.mean()) == pytest.approx(math.sqrt(5 * 5e-3 * 5e-3), rel=1e-6)
+    by = {c.name: c for c in theorem1_checks(res)}
+    assert by["global_objective"].holds and by["h_prop_w"].holds and by["equal_w_norms"].holds
+
+
 @pytest.mark.parametrize("lambda_b", [0.0, 5e-4])
 def test_mse_without_a_shared_component_when_the_bias_is_cheap(lambda_b):
     """λ_b = 0 (or small): the bias carries the whole shift, h_G = 0 and W is an ETF (NC2 ≈ 0)."""

@@ -94,10 +94,14 @@ def run(
                                                         "\\[default: 0]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; change nothing."),
     # Slurm (--executor slurm): override [executor.slurm]; see ncbench.executors.slurm
-    partition: str = typer.Option(None, "--partition", help="Slurm partition.", rich_help_panel=_SLURM),
-    slurm_gpus: int = typer.Option(None, "--slurm-gpus", help="GPUs per run (job).", rich_help_panel=_SLURM),
-    slurm_cpus: int = typer.Option(None, "--slurm-cpus", help="CPUs per run (job).", rich_help_panel=_SLURM),
-    slurm_mem_gb: float = typer.Option(None, "--slurm-mem-gb", help="Memory per run, GB.", rich_help_panel=_SLURM),
+    partition: str = typer.Option(None, "--partition", help="Slurm partition.",
+                                  rich_help_panel=_SLURM),
+    slurm_gpus: int = typer.Option(None, "--slurm-gpus", help="GPUs per run (job).",
+                                   rich_help_panel=_SLURM),
+    slurm_cpus: int = typer.Option(None, "--slurm-cpus", help="CPUs per run (job).",
+                                   rich_help_panel=_SLURM),
+    slurm_mem_gb: float = typer.Option(None, "--slurm-mem-gb", help="Memory per run, GB.",
+                                       rich_help_panel=_SLURM),
     slurm_time: int = typer.Option(None, "--slurm-time", help="Time limit per job, minutes (it "
                                    "requeues and resumes when reached).", rich_help_panel=_SLURM),
     account: str = typer.Option(None, "--account", help="Slurm account.", rich_help_panel=_SLURM),

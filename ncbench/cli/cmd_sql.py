@@ -17,7 +17,7 @@ FORMATS = ("table", "csv", "json")
 @app.command()
 def sql(
     query: str = typer.Argument(..., help="A SQL query, e.g. \"SELECT * FROM results\"."),
-    db: Path = typer.Option(None, "--db", help="Results database [default: ncbench.duckdb beside "
+    db: Path = typer.Option(None, "--db", help="Results database \\[default: ncbench.duckdb beside "
                                                "the config]."),
     config: Path = typer.Option(None, "--config", "-c",
                                 help="Experiments file; only locates the default database."),
@@ -55,6 +55,8 @@ def sql(
         for row in rows:
             table.add_row(*("[dim]NULL[/]" if v is None else _escape(str(v)) for v in row))
         console = Console()
+        if not console.is_terminal:  # piped: never fold or truncate
+            console = Console(width=max(1000, 40 * len(cols)))
         console.print(table)
         console.print(f"[dim]{len(rows)} row{'s' if len(rows) != 1 else ''}[/]")
 

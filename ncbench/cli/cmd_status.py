@@ -42,7 +42,8 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
 
     `config` None means ./experiments.toml, which may then be absent if `db` is given (the
     database alone is shown). The config is validated like `ncbench run` validates it."""
-    from ncbench.config import DEFAULT_CONFIG, default_db_path, default_workdir, expand, load_config, select
+    from ncbench.config import (DEFAULT_CONFIG, default_db_path, default_workdir, expand, load_config,
+                                select)
     from ncbench.store import status_rows
 
     specs = []
@@ -54,7 +55,8 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
         specs = expand(cfg, names)
         experiments = names if experiments else None
     db_path = Path(db) if db is not None else default_db_path(config_path)
-    from ncbench.executors.slurm import refresh; refresh(db_path, default_workdir(config_path))  # noqa: E702 - Slurm jobs' news
+    from ncbench.executors.slurm import refresh  # Slurm jobs' news first (cheap: no-op without)
+    refresh(db_path, default_workdir(config_path))
     rows = status_rows(specs, db_path, experiments, include_unlisted=True)
     if statuses:
         rows = [r for r in rows if r["status"] in statuses]
@@ -65,8 +67,8 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
 def status(
     experiments: list[str] = typer.Argument(None, help="Only these experiments (default: all)."),
     config: Path = typer.Option(None, "--config", "-c",
-                                help="Experiments file [default: experiments.toml]."),
-    db: Path = typer.Option(None, "--db", help="Results database [default: ncbench.duckdb beside "
+                                help="Experiments file \\[default: experiments.toml]."),
+    db: Path = typer.Option(None, "--db", help="Results database \\[default: ncbench.duckdb beside "
                                                "the config]."),
     only: list[str] = typer.Option(None, "--status", "-s",
                                    help="Only runs with this status (repeatable)."),
@@ -106,7 +108,7 @@ def _print_table(rows: list[dict]) -> None:
         return
 
     def where(r: dict) -> str:
-        return " ".join(str(x) for x in (r["device"], f"#{r['slot']}" if r["slot"] else None) if x)
+        return "/".join(str(x) for x in (r["device"], r["slot"]) if x)
 
     def beat(r: dict) -> str:
         age = r["heartbeat_age_s"]

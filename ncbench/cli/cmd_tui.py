@@ -73,5 +73,8 @@ def tui(
             run_args += [flag, str(value)]
     code = run_tui(db_path, config_path=config_path, experiments=names, workdir=work,
                    start_queue=run, poll_interval=interval, run_args=run_args)
-    if code not in (None, 0):
+    if code == 130:
+        typer.echo("the queue was stopped; its running runs are interrupted and resume on the "
+                   "next `ncbench run` (or `ncbench tui --run`)", err=True)
+    elif code not in (None, 0):
         typer.echo(f"the queue exited with code {code}", err=True)

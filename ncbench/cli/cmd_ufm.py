@@ -251,8 +251,7 @@ def ufm(
 ) -> None:
     """Solve the unconstrained feature model (paper eq. 7) to a stationary point and check Theorem 1.
 
-    Exit status: 0 when every solve converged and no predicted check failed, 1 otherwise,
-    2 for invalid settings.
+    Exit status: 0 = all converged, no predicted check failed; 1 = otherwise; 2 = invalid settings.
     """
     from ncbench.losses import make_loss
     from ncbench.ufm import solve_ufm, theorem1_checks, validate_ufm_settings

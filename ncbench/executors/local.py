@@ -46,6 +46,8 @@ from ncbench.runs import RunSpec
 __all__ = ["LocalExecutor", "Slot", "detect_gpus", "make_slots", "parse_gpus", "describe_exit"]
 
 FAKE_GPUS_ENV = "NCBENCH_FAKE_GPUS"
+#: Workers started ahead of time (on standby) at most: each holds torch and its dataset in memory.
+MAX_STANDBY = 2
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,7 @@ class LocalExecutor:
     `per_gpu`: workers per GPU; `workers`: CPU workers (CPU-only); `retries`: times a failed
     run is queued again; `poll_interval`: seconds between database syncs / UI refreshes (the
     processes are polled 10× as often); `standby`: start the next queued run's worker ahead of
-    time (one per slot), so it has imported torch when a slot frees up (see `ncbench.worker`); `python`:
+    time (one per slot, at most `MAX_STANDBY`), so it has imported torch and loaded its data when a slot frees up (see `ncbench.worker`); `python`:
     interpreter of the workers (default: this one); `env`: extra environment for the workers."""
 
     gpus: Sequence[int] | None = None
@@ -285,7 +287,8 @@ class LocalExecutor:
                     v.epoch, v.batch, v.batches = 0, 0, 0
                     a.watcher.view = v
                     changed = True
-                while stopping["level"] == 0 and self.standby and len(standby) < len(slots) and queue:
+                while (stopping["level"] == 0 and self.standby and queue
+                       and len(standby) < min(len(slots), MAX_STANDBY)):
                     standby.append(self._spawn(queue.popleft(), workdir))
                 if stopping["level"] and standby:
                     for sp in reversed(standby):
@@ -348,6 +351,10 @@ class LocalExecutor:
         env.update(self.env)
         env.update(NCBENCH_EXECUTOR=self.name, NCBENCH_PARENT_PID=str(os.getpid()),
                    NCBENCH_STANDBY="1", PYTHONUNBUFFERED="1")
+        # OpenMP threads that sleep instead of spinning while they wait: workers share the cores
+        # with other workers and with the next run's standby start-up, and spinning threads
+        # made small CPU models ~3x slower on a shared 2-core machine (user setting wins).
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env.pop(FAKE_GPUS_ENV, None)
         log = open(run_dir / "worker.log", "ab")
         proc = subprocess.Popen([self.python, "-m", "ncbench.worker", str(run_dir)], env=env,

@@ -353,7 +353,7 @@ class SlurmRunJob:
     def worker_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The worker's environment inside the job: slot, executor, threads."""
         env = dict(os.environ if base is None else base)
-        if not (env.get("SLURM_JOB_GPUS") or env.get("SLURM_STEP_GPUS") or env.get("SLURM_GPUS_ON_NODE")):
+        if not any(env.get(k) for k in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE")):
             env["CUDA_VISIBLE_DEVICES"] = ""  # no GPU allocated: never use one by accident
         env["NCBENCH_EXECUTOR"] = "slurm"
         env["NCBENCH_SLOT"] = _job_slot(env)
@@ -367,7 +367,8 @@ class SlurmRunJob:
         run_dir = Path(self.run_dir)
         env = self.worker_env()
         jid = _job_id_from_env(env)
-        last = next((e for e in reversed(read_events(run_dir)) if e.get("type") in ("start", "end")), None)
+        last = next((e for e in reversed(read_events(run_dir))
+                     if e.get("type") in ("start", "end")), None)
         if last is not None and last.get("type") == "start":
             # This job runs again (requeued) and its previous attempt was killed before it could
             # write its end (e.g. SIGKILL after KillWait): close that attempt first.
@@ -446,7 +447,8 @@ def _tail_error(path: str | None) -> str | None:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 16384))
-            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+            text = f.read().decode("utf-8", "replace")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     except OSError:
         return None
     for ln in reversed(lines):
@@ -455,7 +457,8 @@ def _tail_error(path: str | None) -> str | None:
     return None
 
 
-def decide(run_dir: Path, record: dict, job: JobState | None, *, now: float | None = None) -> Verdict:
+def decide(run_dir: Path, record: dict, job: JobState | None, *,
+           now: float | None = None) -> Verdict:
     """The status of a run from the events its job wrote (after `record["ends_before"]` end
     events, i.e. since submission) and Slurm's `job` state (None: unknown to Slurm).
 
@@ -479,12 +482,14 @@ def decide(run_dir: Path, record: dict, job: JobState | None, *, now: float | No
                            slurm_state=state, attempt=attempt)
         if last is not None and last.get("type") == "end" and live == "running":
             # the worker has ended; the job is finishing (or is being requeued)
-            return Verdict(str(last.get("status") or "failed"), False, slot=slot, slurm_state=state, attempt=attempt)
+            return Verdict(str(last.get("status") or "failed"), False, slot=slot,
+                           slurm_state=state, attempt=attempt)
         return Verdict(live, False, slot=slot, slurm_state=state, attempt=attempt)
 
     # The job is over (or unknown to Slurm).
     if last is not None and last.get("type") == "end":
-        return Verdict(str(last.get("status") or "failed"), True, slot=slot, slurm_state=state, attempt=attempt)
+        return Verdict(str(last.get("status") or "failed"), True, slot=slot, slurm_state=state,
+                       attempt=attempt)
     if job is None:
         submitted = record.get("submitted_unix") or 0
         if (now or time.time()) - submitted < LOST_AFTER_S:
@@ -496,7 +501,9 @@ def decide(run_dir: Path, record: dict, job: JobState | None, *, now: float | No
         final = "failed"
         cause = f"Slurm job {jid} COMPLETED but the run wrote no end event"
     else:
-        cause = f"Slurm job {jid} {state}" + (f" ({job.reason})" if job.reason and job.reason != "None" else "")
+        cause = f"Slurm job {jid} {state}"
+        if job.reason and job.reason != "None":
+            cause += f" ({job.reason})"
         if job.exit_code and job.exit_code not in ("0:0", ""):
             cause += f", exit code {job.exit_code}"
     if final == "failed":
@@ -613,7 +620,8 @@ class SlurmExecutor:
         return out
 
     # -- the manager loop ------------------------------------------------------------------------
-    def run(self, specs: Sequence[RunSpec], workdir: Path, store, ui: RunUI | None = None) -> dict[str, str]:
+    def run(self, specs: Sequence[RunSpec], workdir: Path, store,
+            ui: RunUI | None = None) -> dict[str, str]:
         """Submit `specs` (adopting runs whose recorded job is still queued or running), then
         poll until all are over (or return at once with `detach`); returns run_id -> status."""
         ui = ui or NullUI()
@@ -621,12 +629,13 @@ class SlurmExecutor:
         tracked: dict[str, _Tracked] = {}
         to_submit: list[RunSpec] = []
         recorded = {s.run_id: read_record(run_dir_of(workdir, s.run_id)) for s in specs}
-        alive = query_jobs([r["job_id"] for r in recorded.values() if r]) if any(recorded.values()) else {}
+        alive = query_jobs([r["job_id"] for r in recorded.values() if r and r.get("job_id")])
         for spec in specs:
             rec = recorded[spec.run_id]
-            job = alive.get(rec["job_id"]) if rec else None
+            job = alive.get(rec.get("job_id")) if rec else None
             if rec and job is not None and job.status in _ACTIVE:
-                ui.note(f"run {spec.run_id}: Slurm job {rec['job_id']} is still {job.state}; waiting for it")
+                ui.note(f"run {spec.run_id}: Slurm job {rec['job_id']} is still {job.state}; "
+                        "following it (not submitted again)")
                 tracked[spec.run_id] = self._track(spec, workdir, rec)
             else:
                 to_submit.append(spec)
@@ -635,8 +644,9 @@ class SlurmExecutor:
             tracked[spec.run_id] = self._track(spec, workdir, records[spec.run_id])
         if records:
             ids = sorted({r["job_id"].split("_")[0] for r in records.values()})
+            array = " (array)" if self.options.array and len(records) > 1 else ""
             ui.note(f"submitted {len(records)} run(s) to Slurm: job{'s' if len(ids) > 1 else ''} "
-                    f"{', '.join(ids)}" + (" (array)" if self.options.array and len(records) > 1 else ""))
+                    f"{', '.join(ids)}{array}")
         with store.write() as w:
             for t in tracked.values():
                 w.set_status(t.spec.run_id, "queued", executor="slurm",

@@ -41,11 +41,12 @@ class NcbenchApp(App[None]):
 
     CSS_PATH = "ncbench.tcss"
     TITLE = "ncbench"
+    ENABLE_COMMAND_PALETTE = False  # every action has a key; the footer needs the room
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("r", "toggle_queue", "Queue start/stop"),
+        Binding("r", "toggle_queue", "Queue"),
     ]
 
     def __init__(
@@ -134,7 +135,7 @@ class NcbenchApp(App[None]):
                 with read_connection(self.db_path, timeout=self.lock_timeout) as con:
                     runs = self.reader.read(con)
                     if isinstance(screen, DbScreen):
-                        view = screen.read(con)
+                        view = screen.read(con, runs)
         except (NcbenchError, duckdb.Error, OSError) as exc:
             note = f"database busy, retrying ({type(exc).__name__})"
             if "locked" not in str(exc):
@@ -153,8 +154,8 @@ class NcbenchApp(App[None]):
         self.db_note = note
         if runs is not None:
             self._set_runs(runs, notify=False)
-        if view is not None and screen is self.screen and isinstance(screen, DbScreen):
-            screen.apply(view)
+        if view is not None and isinstance(screen, DbScreen) and screen in self.screen_stack:
+            screen.apply(view)  # even if a dialog now covers it: its read() will not repeat
         self._runs_changed()
 
     def _set_runs(self, db_runs: dict[str, RunRow], notify: bool = True) -> None:

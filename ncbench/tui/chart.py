@@ -149,6 +149,7 @@ class Chart(PlotextPlot):
     }
     """
 
+    can_focus = True  # Tab moves between charts; `l` toggles the focused one's log scale
     log: reactive[bool] = reactive(False)
 
     def __init__(self, title: str, *, log: bool = False, ylim: tuple[float, float] | None = None,

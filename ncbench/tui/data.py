@@ -164,38 +164,77 @@ def fetch_runs(con: Any, experiments: Iterable[str] | None = None) -> dict[str, 
 class RunsReader:
     """`fetch_runs`, incrementally: what the app calls on every poll.
 
-    Each poll reads the `runs` table (one small query, ~1 ms per 1 000 runs) and re-reads the
-    latest metrics only of the runs whose row changed since the previous poll (the store updates
-    a run's `last_epoch`, `heartbeat_at` or `status` whenever it ingests its events); unchanged
-    runs keep their `RunRow` object, so the view can skip them by identity. Every `full_every`
-    polls (and on the first) everything is re-read, to catch edits made outside the store.
+    Each poll reads the `runs` table (one small query) and compares each row with the previous
+    poll's; the store changes a run's row (`last_epoch`, `heartbeat_at`, `status` …) whenever
+    it ingests that run's events. For the changed runs it looks up `nc1` / `test_acc` at their
+    `last_epoch` (a join on the metrics' primary key, cheap for any number of runs). A run whose
+    `last_epoch` is not an evaluated epoch (a heartbeat ran ahead of the evaluations) keeps its
+    previous values and is marked stale; stale runs are settled by a full read (`fetch_runs`'
+    query over all runs) at most every `stale_every` polls, and everything is re-read every
+    `full_every` polls and on the first (to catch edits made outside the store). Unchanged runs
+    keep their `RunRow` object, so the view can skip them by identity.
     """
 
-    def __init__(self, experiments: Iterable[str] | None = None, full_every: int = 30):
+    def __init__(self, experiments: Iterable[str] | None = None, *, full_every: int = 60,
+                 stale_every: int = 5):
         self.experiments = list(experiments or [])
         self.full_every = full_every
+        self.stale_every = stale_every
         self.polls = 0
-        self.last_changed = 0  # runs whose metrics were re-read by the last poll
+        self.last_changed = 0  # runs whose row changed in the last poll
+        self.last_full = False  # whether the last poll re-read every run's latest metrics
+        self._since_full = 0
+        self._stale: set[str] = set()
         self._sig: dict[str, tuple] = {}
         self._rows: dict[str, RunRow] = {}
 
     def read(self, con: Any) -> dict[str, RunRow]:
         rows = _select_runs(con, self.experiments)
-        full = self.polls % self.full_every == 0
-        self.polls += 1
         sigs = {r[0]: r for r in rows}
-        changed = list(sigs) if full else [rid for rid, r in sigs.items() if self._sig.get(rid) != r]
-        if changed:
-            latest = _latest(con, None if full or len(changed) > 100 else changed)
-            for rid in changed:
-                new = _row(sigs[rid], latest.get(rid))
-                old = self._rows.get(rid)
-                self._rows[rid] = old if old == new else new
+        changed = [rid for rid, r in sigs.items() if self._sig.get(rid) != r]
+        self._stale &= set(sigs)
+        full = (self.polls % self.full_every == 0 or len(changed) > 200
+                or (self._stale and self._since_full >= self.stale_every))
+        self.polls += 1
+        if full:
+            latest = _latest(con, None)
+            self._stale.clear()
+            self._since_full = 0
+            update = list(sigs)
+        else:
+            self._since_full += 1
+            latest = self._at_last_epoch(con, [sigs[rid] for rid in changed])
+            update = changed
+        for rid in update:
+            new = _row(sigs[rid], latest.get(rid))
+            old = self._rows.get(rid)
+            if rid not in latest and old is not None and sigs[rid][14] is not None:
+                # no evaluation at last_epoch: keep the values of the last one seen
+                new = replace(new, nc1=old.nc1, test_acc=old.test_acc,
+                              epoch=max(new.epoch or 0, old.epoch or 0) or None)
+                self._stale.add(rid)
+            self._rows[rid] = old if old == new else new
         for rid in set(self._rows) - set(sigs):
             del self._rows[rid]
         self._sig = sigs
-        self.last_changed = len(changed)
+        self.last_changed, self.last_full = len(changed), full
         return {rid: self._rows[rid] for rid in sigs}
+
+    @staticmethod
+    def _at_last_epoch(con: Any, rows: list[tuple]) -> dict[str, tuple]:
+        """run_id -> (epoch, nc1, test_acc) at each run's `last_epoch`, for runs that have an
+        evaluation there."""
+        keyed = [(r[0], r[14]) for r in rows if r[14] is not None]
+        if not keyed:
+            return {}
+        pairs = " OR ".join("(run_id = ? AND epoch = ?)" for _ in keyed)
+        got = con.execute(
+            "SELECT run_id, epoch, max(value) FILTER (WHERE name = 'nc1'), "
+            "max(value) FILTER (WHERE name = 'test_acc') FROM metrics "
+            f"WHERE name IN ('nc1', 'test_acc') AND ({pairs}) GROUP BY run_id, epoch",
+            [v for pair in keyed for v in pair],
+        ).fetchall()
+        return {r[0]: r[1:] for r in got}
 
 
 def fetch_run_detail(con: Any, run_id: str) -> dict[str, Any] | None:

@@ -1,9 +1,10 @@
 """The TUI's views: runs, run detail, compare, plus the help and confirm dialogs.
 
 The app polls the database about once a second (see ncbench.tui.app). A screen that needs
-more than the runs list from each poll implements `read(con)` — called in the polling thread with
-the poll's open read-only connection, returns plain data (or None: nothing new) — and
-`apply(data)`, called on the UI thread with that data (the run detail does this). The compare
+more than the runs list from each poll implements `read(con, runs)` — called in the polling
+thread with the poll's open read-only connection and fresh runs, returns plain data (or None:
+nothing new) — and `apply(data)`, called on the UI thread with that data (the run detail does
+this). The compare
 view's report queries are slower, so it loads them in its own thread worker when its
 experiment's runs change (`runs_changed`, called after every poll).
 """
@@ -46,7 +47,8 @@ class DbScreen(Screen):
     def nc_app(self) -> "NcbenchApp":
         return self.app  # type: ignore[return-value]
 
-    def read(self, con: Any) -> Any:  # pragma: no cover - overridden
+    def read(self, con: Any, runs: dict[str, RunRow]) -> Any:
+        """In the polling thread: read what this screen needs (`runs`: this poll's runs)."""
         return None
 
     def apply(self, data: Any) -> None:  # pragma: no cover - overridden
@@ -64,13 +66,12 @@ class RunsScreen(DbScreen):
     """Every run of the config and the database, filterable and sortable."""
 
     BINDINGS = [
-        Binding("enter", "open_run", "Detail", show=True, priority=False),
         Binding("c", "compare", "Compare"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
         Binding("R", "retry", "Retry"),
-        Binding("x", "cancel", "Cancel run"),
+        Binding("x", "cancel", "Cancel"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -86,7 +87,7 @@ class RunsScreen(DbScreen):
         yield Input(placeholder="filter: loss:ce status:running,failed exp:demo width:2 "
                     "!status:done  word", id="filter")
         yield RunsTable(id="runs")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "runs"
@@ -223,7 +224,7 @@ class RunDetailScreen(DbScreen):
         Binding("l", "toggle_log", "Log scale"),
         Binding("c", "compare", "Compare"),
         Binding("R", "retry", "Retry"),
-        Binding("x", "cancel", "Cancel run"),
+        Binding("x", "cancel", "Cancel"),
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -232,6 +233,7 @@ class RunDetailScreen(DbScreen):
         self.series = RunSeries(run_id)
         self.detail: dict[str, Any] | None = None
         self._detail_key: tuple | None = None
+        self._read_row: RunRow | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -240,7 +242,7 @@ class RunDetailScreen(DbScreen):
             for cid, title, _, log, ylim in DETAIL_CHARTS:
                 yield Chart(title, log=log, ylim=ylim, id=f"chart-{cid}")
             yield Static(id="run-config", classes="panel")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = f"run {self.run_id}"
@@ -252,8 +254,11 @@ class RunDetailScreen(DbScreen):
     def row(self) -> RunRow | None:
         return self.nc_app.runs.get(self.run_id)
 
-    def read(self, con: Any) -> Any:
-        row = self.row
+    def read(self, con: Any, runs: dict[str, RunRow]) -> Any:
+        row = runs.get(self.run_id)
+        if row is not None and row is self._read_row and self.detail is not None:
+            return None  # the run's row did not change since the last read: nothing new
+        self._read_row = row
         attempt = row.attempt if row else None
         added = fetch_series(con, self.series, attempt)
         key = (row.status, row.attempt, row.error) if row else None
@@ -369,8 +374,8 @@ class CompareScreen(DbScreen):
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("left_square_bracket", "experiment(-1)", "Prev exp", key_display="["),
-        Binding("right_square_bracket", "experiment(1)", "Next exp", key_display="]"),
+        Binding("left_square_bracket", "experiment(-1)", "Prev", key_display="["),
+        Binding("right_square_bracket", "experiment(1)", "Next", key_display="]"),
         Binding("w", "configuration", "Config"),
         Binding("u", "unfinished", "Unfinished"),
         Binding("l", "toggle_log", "Log scale"),
@@ -401,7 +406,7 @@ class CompareScreen(DbScreen):
                     yield Chart(title, log=log, ylim=ylim, id=f"cmp-chart-{metric}")
             with ScrollableContainer(id="cmp-nc-box", classes="table-box"):
                 yield Static(id="cmp-nc", classes="panel")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = f"compare {self.experiment}"
@@ -524,9 +529,9 @@ class CompareScreen(DbScreen):
                 t.add_row(*line, style="bold" if idx >= n_loss else None,
                           end_section=idx == n_loss - 1)
             acc_parts.append(t)
-            note = report._excluded_note(block.n_excluded, self.include_unfinished)
-            if note:
-                acc_parts.append(Text(note.replace("see --include-unfinished", "u: include"),
+            if block.n_excluded and not self.include_unfinished:
+                acc_parts.append(Text(f"{block.n_excluded} unfinished run(s) not counted "
+                                      "(only status 'done'; u: include them)",
                                       style="italic dim"))
         nc_parts: list[Any] = []
         for block in d.get("nc", []):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from ncbench.tui.data import RunRow, format_duration, format_metric
@@ -102,6 +103,8 @@ def _plain(cell: object) -> str:
 class RunsTable(DataTable):
     """All runs, one row per run keyed by run id; see the module docstring for updates."""
 
+    BINDINGS = [Binding("enter", "select_cursor", "Detail", key_display="⏎")]
+
     DEFAULT_CSS = """
     RunsTable { height: 1fr; }
     """
@@ -137,6 +140,7 @@ class RunsTable(DataTable):
             self._rebuild(rows, now)
             return
         col_keys = [c[0] for c in COLUMNS]
+        refit = False
         for row in rows:
             # The same RunRow object as last time and not running (no clock-driven cells):
             # nothing on this line can have changed.
@@ -152,7 +156,24 @@ class RunsTable(DataTable):
                 if old is None or old[i] != text:
                     self.update_cell(row.run_id, col_keys[i], cell)
                     self.updates += 1
+                    if COLUMNS[i][2] is None and len(text) > self.columns[col_keys[i]].width:
+                        refit = True
             self._cells[row.run_id] = plain
+        if refit:
+            self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """Give the free-width columns a fixed width: the longest of label and cells (at most
+        24). Fixed widths do not jump while rows arrive, and do not depend on when the
+        table measures its rows (which made auto widths vary from one draw to the next)."""
+        for i, (key, label, width) in enumerate(COLUMNS):
+            if width is not None:
+                continue
+            longest = max([len(label), *(len(c[i]) for c in self._cells.values())])
+            column = self.columns[key]  # type: ignore[index]
+            column.width, column.auto_width = min(24, longest), False
+        self._require_update_dimensions = True
+        self.refresh()
 
     def _rebuild(self, rows: Sequence[RunRow], now: datetime) -> None:
         keep = self.current_run_id
@@ -165,6 +186,7 @@ class RunsTable(DataTable):
             self._cells[row.run_id] = tuple(_plain(c) for c in cells)
             self._shown[row.run_id] = row
         self._order = [r.run_id for r in rows]
+        self._fit_columns()
         self.rebuilds += 1
         if keep in self._cells:
             self.move_cursor(row=self._order.index(keep), animate=False)
