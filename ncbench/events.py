@@ -36,6 +36,10 @@ __all__ = [
 
 EVENTS_FILE = "events.jsonl"
 HEARTBEAT_FILE = "heartbeat.json"
+#: A `running` run whose heartbeat is older than this (seconds) is lost: its worker is gone, and a
+#: later `ncbench run` resumes it from its checkpoint. Workers beat every ~2 s. Shared by the
+#: executors (resume decisions) and the views (a "stale" marker).
+STALE_AFTER_S = 60.0
 SPEC_FILE = "spec.json"
 #: Status values an `end` event may carry.
 END_STATUSES = ("done", "failed", "diverged", "interrupted")

@@ -78,7 +78,8 @@ def loss_names() -> list[str]:
 
 def validate_inputs(logits: torch.Tensor, target: torch.Tensor, num_classes: int, name: str) -> None:
     """Raise ValueError (naming the loss) unless logits is a floating [B, K] tensor and target an
-    integer [B] tensor with values in 0..K-1, B ≥ 1."""
+    integer [B] tensor with values in 0..K-1, B ≥ 1 (values are range-checked on CPU tensors only:
+    on an accelerator the check would cost a host sync per training step)."""
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise ValueError(
             f"loss '{name}': logits and target must be torch tensors, got "
@@ -100,8 +101,13 @@ def validate_inputs(logits: torch.Tensor, target: torch.Tensor, num_classes: int
         raise ValueError(f"loss '{name}': target must hold integer class indices, got {target.dtype}")
     if target.shape[0] == 0:
         raise ValueError(f"loss '{name}': empty batch (B = 0); the mean over the batch is undefined")
+    if target.device.type != "cpu":
+        # The range check needs the values on the host: a device→host sync per training step,
+        # which stalls an accelerator's queue. Off the CPU an out-of-range index fails in the
+        # gather/one_hot below anyway (a device-side assert), so the check is left to the CPU.
+        return
     outside = (target < 0) | (target >= num_classes)
-    if bool(outside.any()):  # the only host sync per call
+    if bool(outside.any()):
         bad = int(target[outside][0])
         raise ValueError(
             f"loss '{name}': target value {bad} is out of range; class indices must be in "

@@ -6,6 +6,8 @@ store (ncbench.store) applies it, the views (status, sql, report, tui) read thro
 
 from __future__ import annotations
 
+import re
+
 # Bump when the DDL changes: a writer re-applies the DDL (tables IF NOT EXISTS, views replaced)
 # to a database holding an older version; a database of a newer version is refused.
 SCHEMA_VERSION = 2
@@ -72,6 +74,25 @@ def _wide_columns() -> str:
     )
 
 
+# The select list of the `results` view over `runs r`, `best b` and `final f` (shared with
+# `results_sql`, so the two cannot drift apart).
+_RESULTS_SELECT = """r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
+    r.config,
+    CAST(json_extract_string(r.config, '$.batch_size') AS INTEGER) AS batch_size,
+    CAST(json_extract_string(r.config, '$.lr') AS DOUBLE) AS lr,
+    CAST(json_extract_string(r.config, '$.weight_decay') AS DOUBLE) AS weight_decay,
+    json_extract(r.config, '$.loss_params') AS loss_params,
+    r.started_at, r.finished_at,
+    b.best_epoch, b.best_val_acc, b.test_acc_at_best_val,
+    f.epoch AS final_epoch,
+    f.train_acc AS final_train_acc, f.val_acc AS final_val_acc, f.test_acc AS final_test_acc,
+    f.train_loss AS final_train_loss, f.test_loss AS final_test_loss,
+    f.wall_seconds AS wall_seconds,
+    f.nc1 AS final_nc1, f.nc2 AS final_nc2, f.nc3 AS final_nc3, f.nc4 AS final_nc4,
+    f.nc2_centered AS final_nc2_centered, f.nc3_centered AS final_nc3_centered,
+    f.test_nc1 AS final_test_nc1, f.test_nc2 AS final_test_nc2, f.test_nc3 AS final_test_nc3,
+    f.test_nc4 AS final_test_nc4"""
+
 VIEWS = f"""
 CREATE OR REPLACE VIEW epochs AS
 SELECT
@@ -95,26 +116,64 @@ final AS (
     JOIN (SELECT run_id, max(epoch) AS epoch FROM epochs GROUP BY run_id) m USING (run_id, epoch)
 )
 SELECT
-    r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
-    r.config,
-    CAST(json_extract_string(r.config, '$.batch_size') AS INTEGER) AS batch_size,
-    CAST(json_extract_string(r.config, '$.lr') AS DOUBLE) AS lr,
-    CAST(json_extract_string(r.config, '$.weight_decay') AS DOUBLE) AS weight_decay,
-    json_extract(r.config, '$.loss_params') AS loss_params,
-    r.started_at, r.finished_at,
-    b.best_epoch, b.best_val_acc, b.test_acc_at_best_val,
-    f.epoch AS final_epoch,
-    f.train_acc AS final_train_acc, f.val_acc AS final_val_acc, f.test_acc AS final_test_acc,
-    f.train_loss AS final_train_loss, f.test_loss AS final_test_loss,
-    f.wall_seconds AS wall_seconds,
-    f.nc1 AS final_nc1, f.nc2 AS final_nc2, f.nc3 AS final_nc3, f.nc4 AS final_nc4,
-    f.nc2_centered AS final_nc2_centered, f.nc3_centered AS final_nc3_centered,
-    f.test_nc1 AS final_test_nc1, f.test_nc2 AS final_test_nc2, f.test_nc3 AS final_test_nc3,
-    f.test_nc4 AS final_test_nc4
+    {_RESULTS_SELECT}
 FROM runs r
 LEFT JOIN best b USING (run_id)
 LEFT JOIN final f USING (run_id);
 """
+
+# The metrics the `final` part of `results` reads (f.<name> in the select list).
+_FINAL_METRICS = tuple(dict.fromkeys(
+    m for m in re.findall(r"\bf\.(\w+)", _RESULTS_SELECT) if m != "epoch"))
+
+
+def results_sql(run_filter: str = "TRUE") -> str:
+    """A query with exactly the rows and columns of the `results` view, for the runs matching
+    `run_filter` only (an SQL predicate over the columns of `runs`; it may hold `?` parameters,
+    which then come first).
+
+    The view pivots every metric of every run before anything can filter it (a filter on, say,
+    `experiment` cannot reach the `metrics` scan through the pivot, the window and the joins),
+    so `SELECT ... FROM results WHERE experiment = ?` costs as much as the whole database. This
+    query selects the runs first and reads `metrics` restricted to them, and computes only what
+    the view's columns need: the last epoch of each run and its values (final_*), and the epoch
+    of the best finite validation accuracy, earliest on ties, with the test accuracy there
+    (best_*). ncbench.report uses it; tests/test_report.py checks it against the view.
+    """
+    final_cols = ",\n           ".join(
+        f"max(value) FILTER (WHERE name = '{m}') AS {m}" for m in _FINAL_METRICS)
+    return f"""
+WITH sel AS (SELECT * FROM runs WHERE ({run_filter})),
+last AS (
+    SELECT run_id, max(epoch) AS epoch FROM metrics
+    WHERE run_id IN (SELECT run_id FROM sel) GROUP BY run_id
+),
+final AS (
+    SELECT run_id, epoch,
+           {final_cols}
+    FROM metrics SEMI JOIN last USING (run_id, epoch)
+    GROUP BY run_id, epoch
+),
+val AS (
+    SELECT run_id, arg_max(epoch, {{'acc': value, 'earlier': -epoch}}) AS best_epoch,
+           max(value) AS best_val_acc
+    FROM metrics
+    WHERE run_id IN (SELECT run_id FROM sel) AND name = 'val_acc'
+          AND value IS NOT NULL AND NOT isnan(value)
+    GROUP BY run_id
+),
+best AS (
+    SELECT v.run_id, v.best_epoch, v.best_val_acc, t.value AS test_acc_at_best_val
+    FROM val v LEFT JOIN (
+        SELECT run_id, epoch, value FROM metrics
+        WHERE run_id IN (SELECT run_id FROM sel) AND name = 'test_acc'
+    ) t ON t.run_id = v.run_id AND t.epoch = v.best_epoch
+)
+SELECT
+    {_RESULTS_SELECT}
+FROM sel r
+LEFT JOIN best b USING (run_id)
+LEFT JOIN final f USING (run_id)"""
 
 
 def apply(con) -> None:

@@ -224,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             dataset = None
         print(f"ncbench worker: on standby (imports and data took {time.monotonic() - t0:.1f} s)",
               file=sys.stderr, flush=True)
-        if stop.is_set() or not _wait_for_go() or stop.is_set():
+        # Once the executor has said go, the run is started: even if a stop signal came in the
+        # meantime, go on (train_run returns "interrupted" before its first batch) so that the
+        # attempt ends with an `end` event like every other.
+        if not _wait_for_go():
             return EXIT_CODES["cancelled"]
 
     log = EventLog(run_dir, spec.run_id)

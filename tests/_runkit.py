@@ -20,12 +20,14 @@ TESTS = Path(__file__).resolve().parent
 TINY_DATA = '{ num_classes = 4, dim = 8, n_train_per_class = 40, n_test_per_class = 20 }'
 
 
-def experiment(name: str, *, losses=("ce", "mse"), epochs=2, eval_every=1, extra: str = "") -> str:
-    """TOML of a tiny experiment: Gaussian 4 classes × 40 (8-d), mlp width 1/8, batch 32, CPU."""
+def experiment(name: str, *, losses=("ce", "mse"), epochs=2, eval_every=1, extra: str = "",
+               batch_size: int = 32) -> str:
+    """TOML of a tiny experiment: Gaussian 4 classes × 40 (8-d), mlp width 1/8, batch 32 (5
+    batches per epoch), CPU."""
     loss = "[" + ", ".join(f'"{x}"' for x in losses) + "]"
     return (f'[experiments.{name}]\ndataset = "gaussian"\ndataset_params = {TINY_DATA}\n'
             f'model = "mlp"\nwidth = 0.125\nloss = {loss}\nepochs = {epochs}\n'
-            f'eval_every = {eval_every}\nbatch_size = 32\ndevice = "cpu"\n{extra}\n')
+            f'eval_every = {eval_every}\nbatch_size = {batch_size}\ndevice = "cpu"\n{extra}\n')
 
 
 def write_config(tmp: Path, *experiments: str) -> Path:

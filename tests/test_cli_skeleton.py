@@ -37,3 +37,9 @@ def test_help_does_not_import_torch():
     code = "import sys; from ncbench.cli import app; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_readme_is_assembled_from_docs_sections():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts/build_readme.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -4,6 +4,7 @@ then a rerun resumes from the checkpoints and no (run_id, epoch, name) is logged
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 from _runkit import (
@@ -143,3 +144,27 @@ def test_sigint_interrupts_then_rerun_resumes_readers_work_throughout(tmp_path):
     check_resumed(victim, from_at_least=2)
     assert query(db, "SELECT status FROM runs") == [("done",)]
     no_duplicate_metrics(db)
+
+
+def test_second_sigint_kills_workers_at_once_runs_stay_resumable(tmp_path):
+    # one batch per epoch that takes 1 s: a graceful stop would wait for it, a kill does not
+    cfg = write_config(tmp_path, experiment(
+        "victim", losses=("_runkit:slow_ce",), epochs=30, eval_every=1, batch_size=256,
+        extra='loss_params = { "_runkit:slow_ce" = { delay = 1.0 } }'))
+    db, workdir = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
+    manager = start("run", "--config", str(cfg), cwd=tmp_path)
+    try:
+        (victim,) = wait_for(lambda: run_dirs(workdir), what="run dir", proc=manager)
+        pid = wait_for(lambda: checkpointed_and_running(victim), what="checkpoint", proc=manager)
+        manager.send_signal(signal.SIGINT)
+        time.sleep(0.3)  # two SIGINTs sent at once can merge into one
+        manager.send_signal(signal.SIGINT)
+        assert manager.wait(timeout=60) == 130
+    finally:
+        kill(manager)
+    wait_for(lambda: not pid_alive(pid), timeout=10, what="the worker to be gone")
+    assert query(db, "SELECT status FROM runs") == [("interrupted",)]
+    (end,) = of_type(victim, "end")
+    assert end["status"] == "interrupted" and end.get("by") == "executor"  # written by the manager
+    assert "SIGKILL" in end["error"]
+    assert has_checkpoint(victim)

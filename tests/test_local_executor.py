@@ -163,3 +163,15 @@ def test_fake_gpu_slots_reach_the_workers(tmp_path):
     assert sorted(seen.values()) == ["1", "3"]
     slots = dict(query(tmp_path / "ncbench.duckdb", "SELECT run_id, slot FROM runs"))
     assert slots == {rid: f"gpu{g}" for rid, g in seen.items()}
+
+
+def test_a_second_manager_on_the_same_workdir_is_refused(tmp_path):
+    from ncbench.executors import lock_workdir
+
+    cfg = write_config(tmp_path, experiment("tiny", losses=("ce",), epochs=1))
+    with lock_workdir(tmp_path / ".ncbench"):  # as if another `ncbench run` were running
+        out = ncbench("run", "--config", str(cfg), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "another `ncbench run`" in out.stderr and f"pid {os.getpid()}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / ".ncbench" / "runs").exists()

@@ -8,11 +8,10 @@ from pathlib import Path
 import typer
 
 from ncbench.cli.app import app
+from ncbench.events import STALE_AFTER_S
 
 _STYLE = {"queued": "dim", "running": "bold cyan", "done": "green", "failed": "bold red",
           "diverged": "magenta", "interrupted": "yellow"}
-#: A running run whose heartbeat is older than this is shown as stale.
-STALE_AFTER_S = 120.0
 
 
 def _age(seconds: float | None) -> str:

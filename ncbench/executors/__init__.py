@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ncbench.errors import NcbenchError
 from ncbench.events import (
     EventLog, HEARTBEAT_FILE, parse_time, read_events, read_events_from, read_heartbeat, write_spec,
 )
@@ -44,11 +45,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "Executor", "RunUI", "NullUI", "RunView", "RunWatcher", "RunState", "prepare_run_dir",
     "run_dir_of", "classify_run", "plan_runs", "next_attempt", "mark_ended", "STALE_AFTER_S",
-    "TERMINAL", "get_executor",
+    "TERMINAL", "get_executor", "run_grid", "lock_workdir", "WorkdirBusyError",
 ]
 
-#: A `running` run whose heartbeat is older than this (seconds) is considered lost (resumable).
-STALE_AFTER_S = 60.0
+from ncbench.events import STALE_AFTER_S  # noqa: E402  (re-exported)
 #: Statuses a rerun never starts again (a diverged run would diverge again: it is deterministic).
 TERMINAL = ("done", "diverged")
 
@@ -390,33 +390,64 @@ def run_grid(config_path: str | os.PathLike, experiments: Sequence[str] | None =
                 plan.todo.append(spec)
         return GridResult(specs, plan, {}, db, wd)
 
-    store = Store(db)
-    existing = [s.run_id for s in specs if run_dir_of(wd, s.run_id).is_dir()]
-    with store.write() as w:
-        w.register_runs(specs)
-        if existing:
-            w.sync(wd, run_ids=existing)
-    plan = plan_runs(specs, wd)
-    with store.write() as w:
-        if plan.resumed:
-            w.sync(wd, run_ids=list(plan.resumed))
-        for spec in plan.todo:
-            w.set_status(spec.run_id, "queued")
-    ui = ui_factory(len(plan.skipped)) if ui_factory is not None else NullUI()
-    for rid, note in plan.resumed.items():
-        ui.note(f"run {rid}: its worker was lost ({note}); resuming it from its checkpoint")
-    for rid, note in plan.skipped.items():
-        if note not in TERMINAL:
-            ui.note(f"run {rid} skipped: {note}")
-    results: dict[str, str] = {}
-    try:
-        results = exe.run(plan.todo, wd, store, ui)
-    finally:
-        close = getattr(ui, "close", None)
-        if close is not None:
-            close()
-        ran = [s.run_id for s in plan.todo if run_dir_of(wd, s.run_id).is_dir()]
-        if ran:
-            store.sync(wd, run_ids=ran)
+    with lock_workdir(wd):  # one manager per workdir (released even if this process is killed)
+        store = Store(db)
+        existing = [s.run_id for s in specs if run_dir_of(wd, s.run_id).is_dir()]
+        with store.write() as w:
+            w.register_runs(specs)
+            if existing:
+                w.sync(wd, run_ids=existing)
+        plan = plan_runs(specs, wd)
+        with store.write() as w:
+            if plan.resumed:
+                w.sync(wd, run_ids=list(plan.resumed))
+            for spec in plan.todo:
+                w.set_status(spec.run_id, "queued")
+        ui = ui_factory(len(plan.skipped)) if ui_factory is not None else NullUI()
+        for rid, note in plan.resumed.items():
+            ui.note(f"run {rid}: its worker was lost ({note}); resuming it from its checkpoint")
+        for rid, note in plan.skipped.items():
+            if note not in TERMINAL:
+                ui.note(f"run {rid} skipped: {note}")
+        results: dict[str, str] = {}
+        try:
+            results = exe.run(plan.todo, wd, store, ui)
+        finally:
+            close = getattr(ui, "close", None)
+            if close is not None:
+                close()
+            ran = [s.run_id for s in plan.todo if run_dir_of(wd, s.run_id).is_dir()]
+            if ran:
+                store.sync(wd, run_ids=ran)
     interrupted = len(results) < len(plan.todo) or any(s == "interrupted" for s in results.values())
     return GridResult(specs, plan, results, db, wd, interrupted=interrupted)
+
+
+class WorkdirBusyError(NcbenchError):
+    """Another `ncbench run` manages the runs of this workdir right now."""
+
+
+def lock_workdir(workdir: str | os.PathLike):
+    """Take `<workdir>/manager.lock` (an exclusive `flock`, not blocking) and write this
+    process's pid and host in it; returns the open file (closing it, or the process ending in any
+    way — even SIGKILL — releases the lock). Raises WorkdirBusyError naming the holder if another
+    `ncbench run` has it: two managers would start the same runs twice."""
+    import fcntl
+
+    wd = Path(workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    f = open(wd / "manager.lock", "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise WorkdirBusyError(f"another `ncbench run` ({holder}) is running the runs of {wd}; "
+                               f"wait for it to finish (`ncbench status` shows its progress), or "
+                               f"stop it first") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    return f

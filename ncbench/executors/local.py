@@ -126,10 +126,12 @@ def make_slots(gpus: Sequence[int] | None = None, per_gpu: int = 1, workers: int
     else:
         chosen = []
         for g in gpus:
+            if not visible:
+                raise ConfigError(None, f"--gpus {g}: no GPU is visible here (torch finds no CUDA "
+                                  "device); train on the CPU with --workers N instead", key="gpus")
             if not 0 <= int(g) < len(visible):
                 raise ConfigError(None, f"--gpus {g}: only {len(visible)} GPU(s) visible "
-                                  f"({', '.join(visible) or 'none'}; indices 0..{len(visible) - 1})",
-                                  key="gpus")
+                                  f"({', '.join(visible)}; indices 0..{len(visible) - 1})", key="gpus")
             chosen.append(visible[int(g)])
         if workers is not None and chosen:
             raise ConfigError(None, "--workers is for CPU-only runs; with GPUs use --per-gpu N "
@@ -253,20 +255,24 @@ class LocalExecutor:
         active: dict[str, _Active] = {}  # slot name -> active run
         free = list(slots)
         standby: list[_Spawned] = []  # started ahead, waiting for a slot (at most one per slot)
-        stopping = {"level": 0}
+        stopping = {"level": 0, "acted": 0}  # Ctrl-Cs received / acted upon
 
-        def on_signal(signum, frame):  # noqa: ARG001
+        def on_signal(signum, frame):  # noqa: ARG001 - only counts: the loop acts (no I/O here)
             stopping["level"] += 1
-            if stopping["level"] == 1:
+
+        def act_on_signals() -> None:
+            if stopping["acted"] == 0 and stopping["level"] >= 1:
                 ui.note("stopping: the running workers stop before their next batch and end "
                         "interrupted (resumable); Ctrl-C again to kill them now")
                 for a in active.values():
                     _signal(a.proc, signal.SIGTERM)
-            else:
+                stopping["acted"] = 1
+            if stopping["acted"] == 1 and stopping["level"] >= 2:
                 ui.note("killing the workers now")
                 for a in active.values():
                     a.killed = True
                     _signal(a.proc, signal.SIGKILL)
+                stopping["acted"] = 2
 
         import threading
 
@@ -276,6 +282,7 @@ class LocalExecutor:
         try:
             while queue or active or standby:
                 changed = False
+                act_on_signals()
                 # 1. start runs into free slots (standby workers first); none once stopping
                 while stopping["level"] == 0 and free and (standby or queue):
                     spawned = standby.pop(0) if standby else self._spawn(queue.popleft(), workdir)
@@ -296,6 +303,7 @@ class LocalExecutor:
                         _cancel(sp)
                     standby = []
                 # 2. poll workers
+                act_on_signals()
                 finished = [name for name, a in active.items() if a.proc.poll() is not None]
                 synced = [a.spec.run_id for a in active.values()]
                 for slot_name in finished:
