@@ -24,6 +24,7 @@ Conventions (also in docs/readme/80-report.md):
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -154,12 +155,52 @@ def _columns(con, relation: str) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE {relation}").fetchall()]
 
 
-def _run_relation(con) -> str:
-    """SQL for `results` joined with the `runs` columns that `results` lacks (host, error, ...)."""
-    res_cols = set(_columns(con, "results"))
-    extra = [c for c in _columns(con, "runs") if c not in res_cols]
+def _run_relation(con, experiments: Sequence[str] | None = None) -> tuple[str, list[Any]]:
+    """SQL (and its parameters) for the `results` rows of the runs of `experiments` (all when
+    empty) joined with the `runs` columns that `results` lacks (host, error, ...).
+
+    Normally `schema.results_sql` restricted to those runs: the same rows and columns as the
+    view, without pivoting every run's metrics first. A database whose views differ from this
+    version's (an older schema) is read through its own `results` view, as it says."""
+    res_cols = _columns(con, "results")
+    extra = [c for c in _columns(con, "runs") if c not in set(res_cols)]
     sel = ", ".join(["res.*"] + [f'ru."{c}"' for c in extra])
-    return f"(SELECT {sel} FROM results res JOIN runs ru USING (run_id))"
+    if not _restricted_ok(con):
+        return f"(SELECT {sel} FROM results res JOIN runs ru USING (run_id))", []
+    from ncbench.schema import results_sql
+
+    names = list(dict.fromkeys(experiments or ()))
+    flt = f"experiment IN ({', '.join('?' for _ in names)})" if names else "TRUE"
+    return f"(SELECT {sel} FROM ({results_sql(flt)}) res JOIN runs ru USING (run_id))", names
+
+
+@functools.cache
+def _our_views() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(name, type) of the columns of this version's `results` and `epochs` views."""
+    import duckdb
+
+    from ncbench import schema
+
+    con = duckdb.connect()  # in memory
+    try:
+        schema.apply(con)
+        return _described(con, "results"), _described(con, "epochs")
+    finally:
+        con.close()
+
+
+def _described(con, relation: str) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {relation}").fetchall()]
+
+
+def _restricted_ok(con) -> bool:
+    """Whether this database's `results` and `epochs` views are this version's, so the report
+    may compute their rows from `runs` and `metrics` directly (`schema.results_sql`, and the
+    `metrics` rows of the curves) instead of reading the views themselves."""
+    try:
+        return (_described(con, "results"), _described(con, "epochs")) == _our_views()
+    except Exception:  # noqa: BLE001 - anything unexpected: use the views as they are
+        return False
 
 
 def check_where(where: str | None) -> None:
@@ -241,9 +282,8 @@ def select_runs(
         for name in experiments:
             if name not in known:
                 raise UnknownNameError("experiment", name, known)
-    rel = _run_relation(con)
+    rel, params = _run_relation(con, experiments)
     sql = f"SELECT * FROM {rel} AS r WHERE 1=1"
-    params: list[Any] = []
     if experiments:
         sql += " AND experiment IN (" + ", ".join("?" for _ in experiments) + ")"
         params.extend(experiments)
@@ -384,15 +424,13 @@ def _blocks(
 
 
 def _grid(
-    con,
-    experiments: Sequence[str] | None,
+    runs: Sequence[Mapping[str, Any]],
     rows: str,
     cols: str,
-    where: str | None,
     include_unfinished: bool,
 ):
-    """Yield (experiment, fixed, row_values, col_values, losses, counted runs, n_runs, n_excluded)."""
-    runs = select_runs(con, experiments, where)
+    """Yield (experiment, fixed, row_values, col_values, losses, counted runs, n_runs, n_excluded)
+    for `runs` (from `select_runs`)."""
     _check_key(rows, runs, "rows")
     _check_key(cols, runs, "cols")
     if rows == cols:
@@ -439,9 +477,15 @@ def accuracy_table(
     `metric` (a `results` column, default test accuracy at the best-validation epoch) and the
     spread (max − min of the means) across losses."""
     _check_result_columns(con, [metric])
+    return _accuracy_blocks(select_runs(con, experiments, where), rows, cols, include_unfinished,
+                            metric)
+
+
+def _accuracy_blocks(runs: Sequence[Mapping[str, Any]], rows: str, cols: str,
+                     include_unfinished: bool, metric: str) -> list[AccuracyBlock]:
     out = []
     for exp, fixed, rvals, cvals, losses, counted, n_runs, n_excl in _grid(
-        con, experiments, rows, cols, where, include_unfinished
+        runs, rows, cols, include_unfinished
     ):
         index = _cell_index(counted, rows, cols)
         cells = {
@@ -474,9 +518,15 @@ def nc_table(
     """Final NC1–NC4 (train) and test NC1 per loss per configuration (row value, col value),
     mean ± std over seeds. Configurations with no counted run are left out."""
     _check_result_columns(con, metrics)
+    return _nc_blocks(select_runs(con, experiments, where), rows, cols, include_unfinished,
+                      metrics)
+
+
+def _nc_blocks(runs: Sequence[Mapping[str, Any]], rows: str, cols: str,
+               include_unfinished: bool, metrics: Sequence[str]) -> list[NCBlock]:
     out = []
     for exp, fixed, rvals, cvals, losses, counted, n_runs, n_excl in _grid(
-        con, experiments, rows, cols, where, include_unfinished
+        runs, rows, cols, include_unfinished
     ):
         index = _cell_index(counted, rows, cols)
         nc_rows = []
@@ -501,11 +551,13 @@ def build_report(
     *,
     include_unfinished: bool = False,
 ) -> Report:
-    """Both tables of `ncbench report`."""
-    kw = dict(include_unfinished=include_unfinished)
+    """Both tables of `ncbench report` (`accuracy_table` and `nc_table` with their default
+    metrics), from one selection of the runs."""
+    _check_result_columns(con, [ACCURACY_METRIC, *NC_METRICS])
+    runs = select_runs(con, experiments, where)
     return Report(
-        accuracy=accuracy_table(con, experiments, rows, cols, where, **kw),
-        nc=nc_table(con, experiments, rows, cols, where, **kw),
+        accuracy=_accuracy_blocks(runs, rows, cols, include_unfinished, ACCURACY_METRIC),
+        nc=_nc_blocks(runs, rows, cols, include_unfinished, tuple(NC_METRICS)),
         include_unfinished=include_unfinished,
     )
 
@@ -522,6 +574,11 @@ def configurations(
     that varies among them other than `group_by` and seed (e.g. {"width": 2.0, "epochs": 40}).
     Sorted ascending; the last one is the default of `curves` (widest, longest)."""
     runs = [r for r in select_runs(con, [experiment], where) if include_unfinished or _is_done(r)]
+    return _configurations(runs, group_by)
+
+
+def _configurations(runs: Sequence[Mapping[str, Any]], group_by: str) -> list[dict[str, Any]]:
+    """`configurations` of these (already selected and counted) runs."""
     keys = _config_keys(runs, group_by)
     configs = {tuple(_hashable(run_value(r, k)) for k in keys) for r in runs}
     return [dict(zip(keys, c)) for c in _sort_values(configs)]
@@ -553,47 +610,79 @@ def curves(
     at each epoch. Runs are those of one configuration of the experiment: the one matching
     `select` (key → value; see `configurations`), by default the last of `configurations`
     (largest width, then most epochs). Returns {} when no run qualifies."""
+    return curves_many(con, experiment, [metric], group_by, where, select=select,
+                       include_unfinished=include_unfinished)[metric]
+
+
+def curves_many(
+    con,
+    experiment: str,
+    metrics: Sequence[str],
+    group_by: str = "loss",
+    where: str | None = None,
+    *,
+    select: Mapping[str, Any] | None = None,
+    include_unfinished: bool = False,
+) -> dict[str, dict[Any, Curve]]:
+    """`curves` of several metrics of the same runs at once: {metric: {group: Curve}}, each
+    equal to `curves(con, experiment, metric, ...)`, from one selection of the runs and one
+    read of their metrics (what the TUI's compare view and the figures need)."""
     import duckdb
 
     epoch_cols = [c for c in _columns(con, "epochs") if c not in ("run_id", "epoch")]
-    if metric not in epoch_cols:
-        raise UnknownNameError("epoch metric", metric, epoch_cols)
+    metrics = list(dict.fromkeys([metrics] if isinstance(metrics, str) else metrics))
+    for metric in metrics:
+        if metric not in epoch_cols:
+            raise UnknownNameError("epoch metric", metric, epoch_cols)
     runs = [r for r in select_runs(con, [experiment], where) if include_unfinished or _is_done(r)]
     if not runs:
-        return {}
+        return {m: {} for m in metrics}
     if select is None:
-        configs = configurations(con, experiment, where, group_by=group_by,
-                                 include_unfinished=include_unfinished)
+        configs = _configurations(runs, group_by)
         select = configs[-1] if configs else {}
     runs = [r for r in runs if all(_same(run_value(r, k), v) for k, v in select.items())]
-    if not runs:
-        return {}
-    group_of = {r["run_id"]: _hashable(run_value(r, group_by)) for r in runs}
-    ids = list(group_of)
+    if not runs or not metrics:
+        return {m: {} for m in metrics}
+    groups = _sort_values(_hashable(run_value(r, group_by)) for r in runs)
+    index = {g: k for k, g in enumerate(groups)}
+    ids = [r["run_id"] for r in runs]
+    group_ix = [index[_hashable(run_value(r, group_by))] for r in runs]
+    if _restricted_ok(con):
+        # The `epochs` view's column m at (run, epoch) is the `metrics` row named m there (one
+        # at most: the primary key), NULL without one — and NULLs are skipped anyway.
+        src = ("SELECT run_id, epoch, name, value FROM metrics "
+               "WHERE name IN (SELECT unnest(?::VARCHAR[])) "
+               "AND run_id IN (SELECT unnest(?::VARCHAR[]))")
+        params: list[Any] = [metrics, ids]
+    else:  # a database with another version's views: read the `epochs` view, as it says
+        src = " UNION ALL ".join(
+            f"SELECT run_id, epoch, '{m}' AS name, \"{m}\" AS value FROM epochs "
+            "WHERE run_id IN (SELECT unnest(?::VARCHAR[]))" for m in metrics)
+        params = [ids] * len(metrics)
+    # The finite values of each (metric, group, epoch); the statistics are taken here, in
+    # Python (math.fsum: exact, whatever the order), as for `cell_stats`.
+    sql = (f"SELECT m.name, g.ix, m.epoch, list(m.value) FROM ({src}) m "
+           "JOIN (SELECT unnest(?::VARCHAR[]) AS run_id, unnest(?::INTEGER[]) AS ix) g "
+           "USING (run_id) WHERE isfinite(m.value) GROUP BY ALL ORDER BY ALL")
     try:
-        data = con.execute(
-            f'SELECT run_id, epoch, "{metric}" FROM epochs WHERE run_id IN '
-            f"({', '.join('?' for _ in ids)}) ORDER BY epoch",
-            ids,
-        ).fetchall()
+        data = con.execute(sql, params + [ids, group_ix]).fetchall()
     except duckdb.Error as exc:  # pragma: no cover - metric names are validated above
-        raise ReportError(f"cannot read {metric}: {_first_line(exc)}") from None
-    per_group: dict[Any, dict[int, list[float]]] = {}
-    for run_id, epoch, value in data:
-        bucket = per_group.setdefault(group_of[run_id], {})
-        if _finite(value):
-            bucket.setdefault(int(epoch), []).append(float(value))
-    out: dict[Any, Curve] = {}
-    for group in _sort_values(group_of.values()):
-        by_epoch = per_group.get(group, {})
-        eps = sorted(by_epoch)
-        out[group] = Curve(
-            eps,
-            [math.fsum(by_epoch[e]) / len(by_epoch[e]) for e in eps],
-            [min(by_epoch[e]) for e in eps],
-            [max(by_epoch[e]) for e in eps],
-            [len(by_epoch[e]) for e in eps],
-        )
+        raise ReportError(f"cannot read {', '.join(metrics)}: {_first_line(exc)}") from None
+    per: dict[tuple[str, int], list[tuple[int, list[float]]]] = {}
+    for name, ix, epoch, values in data:
+        per.setdefault((name, ix), []).append((int(epoch), [float(v) for v in values]))
+    out: dict[str, dict[Any, Curve]] = {}
+    for metric in metrics:
+        out[metric] = {}
+        for ix, group in enumerate(groups):
+            points = per.get((metric, ix), [])
+            out[metric][group] = Curve(
+                [e for e, _ in points],
+                [math.fsum(vs) / len(vs) for _, vs in points],
+                [min(vs) for _, vs in points],
+                [max(vs) for _, vs in points],
+                [len(vs) for _, vs in points],
+            )
     return out
 
 

@@ -474,3 +474,149 @@ def test_real_runs_md_latex_and_figures(real_db, tmp_path):
         assert list(x) == [1, 2]  # eval_every = 1, 2 epochs; the width-1, 2-epoch runs
         fig3 = figures.figure_heatmap(c, "tiny")
         assert len([ax for ax in fig3.get_axes() if ax.get_images()]) == 4
+
+
+# ------------------------------------------------------------------------------------------
+# per-experiment queries (schema.results_sql) against the global views
+# ------------------------------------------------------------------------------------------
+
+
+def _rows_equal(a, b) -> bool:
+    """Row lists equal value by value and type, NaN equal to NaN."""
+    if len(a) != len(b):
+        return False
+    for ra, rb in zip(a, b):
+        for x, y in zip(ra, rb, strict=True):
+            if isinstance(x, float) and isinstance(y, float) and x != x and y != y:
+                continue
+            if type(x) is not type(y) or x != y:
+                return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def edge_db(tmp_path_factory) -> Path:
+    """Runs whose best/final values are easy to get wrong (each metric row written by hand)."""
+    path = tmp_path_factory.mktemp("edge") / "ncbench.duckdb"
+    con = duckdb.connect(str(path))
+    schema.apply(con)
+    rows: dict[str, list[tuple]] = {
+        # val_acc ties at 0.8 (epochs 2 and 3): the earlier epoch is best; test_acc follows it
+        "tie": [(1, "val_acc", 0.5), (2, "val_acc", 0.8), (3, "val_acc", 0.8), (1, "test_acc", 0.4),
+                (2, "test_acc", 0.7), (3, "test_acc", 0.9), (3, "nc1", 2.0)],
+        # the best epoch has no test_acc row; the last epoch (4) holds only `lr`
+        "gap": [(1, "val_acc", 0.9), (2, "val_acc", 0.6), (2, "test_acc", 0.5), (4, "lr", 0.01),
+                (1, "nc1", 3.0), (2, "nc1", 1.0)],
+        # NaN and NULL validation accuracies are skipped, +inf is the best; a stored NULL at the
+        # last epoch stays NULL (not the previous value)
+        "odd": [(1, "val_acc", float("nan")), (2, "val_acc", None), (3, "val_acc", float("inf")),
+                (4, "val_acc", 0.2), (3, "test_acc", 0.3), (4, "test_acc", None), (3, "nc2", 5.0),
+                (4, "nc2", None), (4, "test_nc1", -1.5)],
+        # no metrics at all yet (queued): every derived column is NULL
+        "none": [],
+        # validation accuracy NaN everywhere: no best epoch, but a final one
+        "allnan": [(1, "val_acc", float("nan")), (2, "val_acc", float("nan")), (2, "nc1", 0.0)],
+    }
+    for k, (run_id, metrics) in enumerate(rows.items()):
+        exp = "a" if k % 2 == 0 else "b"
+        cfg = json.dumps({"lr": 0.1 * (k + 1), "batch_size": 32, "loss_params": {"eps": k}})
+        con.execute("INSERT INTO runs (run_id, experiment, dataset, model, loss, width, epochs, "
+                    "seed, status, config) VALUES (?, ?, 'd', 'm', 'ce', 1.0, 4, ?, 'done', ?)",
+                    [run_id, exp, k, cfg])
+        for epoch, name, value in metrics:
+            con.execute("INSERT INTO metrics VALUES (?, ?, ?, ?)", [run_id, epoch, name, value])
+    con.close()
+    return path
+
+
+@pytest.mark.parametrize("which", ["edge", "synthetic"])
+def test_results_sql_is_the_results_view(which, edge_db, db):
+    path = edge_db if which == "edge" else db
+    with duckdb.connect(str(path), read_only=True) as c:
+        assert c.execute("DESCRIBE results").fetchall() == \
+            c.execute(f"DESCRIBE {schema.results_sql()}").fetchall()
+        view = c.execute("SELECT * FROM results ORDER BY run_id").fetchall()
+        assert _rows_equal(c.execute(schema.results_sql() + " ORDER BY run_id").fetchall(), view)
+        for exp in report.list_experiments(c):
+            ref = [r for r in view if r[1] == exp]
+            got = c.execute(schema.results_sql("experiment = ?") + " ORDER BY run_id", [exp]).fetchall()
+            assert got and _rows_equal(got, ref)
+        assert c.execute(schema.results_sql("FALSE")).fetchall() == []
+    if which == "edge":  # the cases written above, spelled out
+        with duckdb.connect(str(path), read_only=True) as c:
+            got = {r[0]: r[1:] for r in c.execute(
+                "SELECT run_id, best_epoch, best_val_acc, test_acc_at_best_val, final_epoch, "
+                "final_nc1, final_nc2, final_test_nc1 FROM results").fetchall()}
+        assert got["tie"] == (2, 0.8, 0.7, 3, 2.0, None, None)
+        assert got["gap"] == (1, 0.9, None, 4, None, None, None)
+        assert got["odd"] == (3, float("inf"), 0.3, 4, None, None, -1.5)
+        assert got["none"] == (None,) * 7
+        assert got["allnan"] == (None, None, None, 2, 0.0, None, None)
+
+
+def _as_view_reader(src: Path, dst: Path) -> Path:
+    """A copy of `src` whose `results` view has one more column, as another version's would:
+    ncbench.report then reads the views themselves (the pre-results_sql way)."""
+    import shutil
+
+    shutil.copy(src, dst)
+    with duckdb.connect(str(dst)) as c:
+        body = schema.VIEWS.split("CREATE OR REPLACE VIEW results AS", 1)[1].rstrip().rstrip(";")
+        c.execute(f"CREATE OR REPLACE VIEW results AS SELECT *, 1 AS other_version FROM ({body})")
+    return dst
+
+
+def test_report_same_through_views_and_per_experiment_queries(db, tmp_path):
+    old = _as_view_reader(db, tmp_path / "views.duckdb")
+    with duckdb.connect(str(db), read_only=True) as new_c, \
+            duckdb.connect(str(old), read_only=True) as old_c:
+        assert report._restricted_ok(new_c) and not report._restricted_ok(old_c)
+        # the view really is what the old database is read through
+        assert {r["other_version"] for r in report.select_runs(old_c, ["grid"])} == {1}
+        for exps, where in [(None, None), (["grid"], None), (["lrsweep", "grid"], "final_nc1 < 1"),
+                            (["grid"], "host = 'h' AND width > 1")]:
+            got = report.select_runs(new_c, exps, where)
+            ref = [{k: v for k, v in r.items() if k != "other_version"}
+                   for r in report.select_runs(old_c, exps, where)]
+            assert [r["run_id"] for r in got] == [r["run_id"] for r in ref] and got
+            assert _rows_equal([list(r.values()) for r in got], [list(r.values()) for r in ref])
+            assert [list(r) for r in got] == [list(r) for r in ref]  # same columns, same order
+            for kw in ({}, {"include_unfinished": True}):
+                assert report.build_report(new_c, exps, where=where, **kw) == \
+                    report.build_report(old_c, exps, where=where, **kw)
+        for kw in ({}, {"include_unfinished": True}, {"where": "seed < 2"}):
+            assert report.configurations(new_c, "grid", **kw) == \
+                report.configurations(old_c, "grid", **kw)
+            for metric in ("nc1", "nc2", "test_acc", "val_acc"):
+                assert report.curves(new_c, "grid", metric, **kw) == \
+                    report.curves(old_c, "grid", metric, **kw)
+        sel = {"width": 0.5, "epochs": 4}
+        assert report.curves_many(new_c, "grid", ["nc2", "lr"], select=sel) == \
+            report.curves_many(old_c, "grid", ["nc2", "lr"], select=sel)
+        # the where predicate narrows the experiment's runs in both
+        assert report.nc_table(new_c, ["grid"], where="final_nc1 < 1") == \
+            report.nc_table(old_c, ["grid"], where="final_nc1 < 1")
+
+
+def test_curves_many_is_curves_of_each_metric(con):
+    metrics = ["nc1", "nc2", "test_acc", "train_loss", "test_nc1"]
+    for kw in ({}, {"include_unfinished": True, "select": {"width": 0.5, "epochs": 8}},
+               {"group_by": "seed"}):
+        many = report.curves_many(con, "grid", metrics, **kw)
+        assert list(many) == metrics
+        for m in metrics:
+            assert many[m] == report.curves(con, "grid", m, **kw)
+            assert many[m]  # every loss / seed has a curve
+    # against plain SQL: mean / min / max / count of nc1 over the width-0.5, 8-epoch seeds
+    c = report.curves_many(con, "grid", ["nc1", "test_acc"], select={"width": 0.5, "epochs": 8})
+    for loss, curve in c["nc1"].items():
+        ref = con.execute(
+            "SELECT m.epoch, avg(m.value), min(m.value), max(m.value), count(*) FROM metrics m "
+            "JOIN runs r USING (run_id) WHERE r.experiment = 'grid' AND r.loss = ? AND r.width = 0.5 "
+            "AND r.epochs = 8 AND r.status = 'done' AND m.name = 'nc1' AND isfinite(m.value) "
+            "GROUP BY 1 ORDER BY 1", [loss]).fetchall()
+        assert curve == report.Curve([r[0] for r in ref], pytest.approx([r[1] for r in ref]),
+                                     [r[2] for r in ref], [r[3] for r in ref], [r[4] for r in ref])
+    assert report.curves_many(con, "grid", ["nc1"], where="seed > 99") == {"nc1": {}}
+    with pytest.raises(UnknownNameError, match="nc9"):
+        report.curves_many(con, "grid", ["nc1", "nc9"])

@@ -14,6 +14,11 @@ NC = ("nc1", "nc2", "nc3", "nc4", "nc2_centered", "nc3_centered")
 def test_run_then_rerun_trains_nothing(tmp_path):
     cfg = write_config(tmp_path, experiment("tiny", losses=("ce", "mse"), epochs=2, eval_every=1))
     db = tmp_path / "ncbench.duckdb"
+    dry = ncbench("run", "--config", str(cfg), "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert dry.stdout.count(" start") == 2 and "2 of 2 runs would run" in dry.stdout
+    assert not db.exists() and not (tmp_path / ".ncbench").exists()  # a dry run writes nothing
+
     out = ncbench("run", "--config", str(cfg), cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "2 done" in out.stdout
@@ -40,6 +45,9 @@ def test_run_then_rerun_trains_nothing(tmp_path):
     n_metrics = query(db, "SELECT count(*) FROM metrics")[0][0]
     assert n_metrics == 2 * 2 * len(EPOCH_METRICS)
     logs = {d.name: len(events(d)) for d in run_dirs(tmp_path / ".ncbench")}
+
+    dry = ncbench("run", "--config", str(cfg), "--dry-run", cwd=tmp_path)
+    assert dry.stdout.count("skip (done)") == 2 and "0 of 2 runs would run" in dry.stdout
 
     again = ncbench("run", "--config", str(cfg), cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -86,13 +86,16 @@ def test_status_fresh_dir_all_queued_and_writes_nothing(tmp_path):
     out = cli("status", "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
-    assert len(rows) == 8 + 1 and {r["status"] for r in rows} == {"queued"}
-    assert [r["experiment"] for r in rows] == ["demo"] * 8 + ["other"]
+    # Unnamed: the default experiment and those with stored runs; "other" has neither.
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"queued"}
+    assert [r["experiment"] for r in rows] == ["demo"] * 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["experiments.toml"]  # nothing created
-    table = cli("status", "demo", cwd=tmp_path)
+    table = cli("status", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert table.stdout.count("queued") == 8 + 1  # 8 rows + the count line
-    assert "queued 8" in table.stdout and "other" not in table.stdout
+    assert "queued 8" in table.stdout and "not shown: other (1 run)" in table.stdout
+    named = cli("status", "demo", "other", "--json", cwd=tmp_path)
+    assert [r["experiment"] for r in json.loads(named.stdout)] == ["demo"] * 8 + ["other"]
 
 
 def test_status_table_and_json_with_db(populated):
@@ -104,7 +107,7 @@ def test_status_table_and_json_with_db(populated):
     assert (done["status"], done["progress"], done["test_acc"], done["nc1"]) == ("done", "10/10", 0.8125, None)
     assert (running["status"], running["slot"], running["device"]) == ("running", "cpu0", "cpu")
     assert running["heartbeat_age_s"] is not None and running["attempt"] == 1
-    assert sum(r["status"] == "queued" for r in rows.values()) == 9 - 2
+    assert sum(r["status"] == "queued" for r in rows.values()) == 8 - 2
     table = cli("status", "demo", cwd=tmp)
     assert table.returncode == 0, table.stderr
     line = next(ln for ln in table.stdout.splitlines() if specs[0].run_id in ln)

@@ -7,7 +7,7 @@ app = typer.Typer(
     help="Experiment manager for Neural Collapse studies of training losses.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 
 

@@ -23,6 +23,31 @@ def _num(v) -> str:
     return "" if v is None else ("nan" if isinstance(v, float) and math.isnan(v) else f"{v:.3g}")
 
 
+_LABEL_KEYS = (("experiment", ""), ("dataset", ""), ("model", ""), ("loss", ""), ("width", "w"),
+               ("epochs", "e"), ("seed", "s"))
+
+
+def _short_labels(specs) -> dict[str, str]:
+    """run_id → the settings that differ between these runs (e.g. "ce w0.5 s0"); the full label
+    when there is a single run."""
+    varying = [(k, p) for k, p in _LABEL_KEYS if len({getattr(s, k) for s in specs}) > 1]
+    if not varying:
+        return {s.run_id: s.label for s in specs}
+    return {s.run_id: " ".join(f"{p}{_fmt(getattr(s, k))}" for k, p in varying) for s in specs}
+
+
+def _common_label(specs) -> str:
+    """The settings shared by all these runs (e.g. "demo digits mlp e30"), when some vary."""
+    if len(specs) < 2:
+        return ""
+    return " ".join(f"{p}{_fmt(getattr(specs[0], k))}" for k, p in _LABEL_KEYS
+                    if len({getattr(s, k) for s in specs}) == 1)
+
+
+def _fmt(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _summary(console, result) -> None:
     """The end-of-run table: this invocation's runs with status, headline accuracy and NC1."""
     from rich.table import Table
@@ -39,10 +64,15 @@ def _summary(console, result) -> None:
                                       f"res.final_nc1 FROM runs r JOIN results res USING (run_id) "
                                       f"WHERE r.run_id IN ({marks})", ids):
                 rows[r["run_id"]] = r
-    table = Table(title="ncbench run — summary", title_justify="left", header_style="bold")
+    labels = _short_labels(result.plan.todo)
+    common = _common_label(result.plan.todo)
+    table = Table(title="ncbench run — summary" + (f" ({common})" if common else ""),
+                  title_justify="left", header_style="bold")
     table.add_column("run", no_wrap=True, overflow="ellipsis")
     for col in ("status", "epoch", "train", "best val", "test@best", "nc1"):
-        table.add_column(col, no_wrap=True, justify="left" if col == "status" else "right")
+        # min_width: the numbers stay readable at 80 columns; the run label gives way first.
+        table.add_column(col, no_wrap=True, justify="left" if col == "status" else "right",
+                         min_width=len(col) if col != "status" else 8)
     errors = any((rows.get(s.run_id, {}).get("error") and result.results.get(s.run_id) != "done")
                  for s in result.plan.todo)
     if errors:
@@ -52,7 +82,7 @@ def _summary(console, result) -> None:
     for spec in result.plan.todo:
         r = rows.get(spec.run_id, {})
         st = result.results.get(spec.run_id) or r.get("status") or "queued"
-        cells = [spec.label, f"[{styles.get(st, '')}]{st}[/]",
+        cells = [labels[spec.run_id], f"[{styles.get(st, '')}]{st}[/]",
                  f"{r.get('final_epoch') or 0}/{spec.epochs}", _pct(r.get("final_train_acc")),
                  _pct(r.get("best_val_acc")), _pct(r.get("test_acc_at_best_val")),
                  _num(r.get("final_nc1"))]

@@ -36,11 +36,15 @@ def _num(value, fmt: str) -> str:
 
 
 def load_status(config: Path | None, db: Path | None, experiments: list[str] | None,
-                statuses: list[str] | None = None) -> list[dict]:
+                statuses: list[str] | None = None, *, hidden: dict[str, int] | None = None
+                ) -> list[dict]:
     """The rows `ncbench status` shows (store.status_rows over the config's runs).
 
     `config` None means ./experiments.toml, which may then be absent if `db` is given (the
-    database alone is shown). The config is validated like `ncbench run` validates it."""
+    database alone is shown). The config is validated like `ncbench run` validates it. Without
+    `experiments`, the config's experiments that have nothing stored and are not its `default`
+    (e.g. the GPU grids of the shipped file, on a laptop) are left out; their names and run
+    counts go into `hidden` when a dict is passed."""
     from ncbench.config import (DEFAULT_CONFIG, default_db_path, default_workdir, expand, load_config,
                                 select)
     from ncbench.store import status_rows
@@ -48,12 +52,18 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
     specs = []
     explicit = config is not None
     config_path = Path(config) if explicit else Path(DEFAULT_CONFIG)
+    db_path = Path(db) if db is not None else default_db_path(config_path)
     if explicit or config_path.exists() or db is None:
         cfg = load_config(config_path)
         names = select(cfg, experiments)
-        specs = expand(cfg, names)
+        if not experiments:
+            active = set(cfg.default) | _stored_experiments(db_path)
+            for name in names:
+                if name not in active and hidden is not None:
+                    hidden[name] = len(expand(cfg, [name]))
+            names = [n for n in names if n in active]
+        specs = expand(cfg, names) if names else []
         experiments = names if experiments else None
-    db_path = Path(db) if db is not None else default_db_path(config_path)
     from ncbench.executors.slurm import refresh  # Slurm jobs' news first (cheap: no-op without)
     refresh(db_path, default_workdir(config_path))
     rows = status_rows(specs, db_path, experiments, include_unlisted=True)
@@ -62,9 +72,19 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
     return rows
 
 
+def _stored_experiments(db_path: Path) -> set[str]:
+    """Experiment names with at least one run in the database (empty if there is none yet)."""
+    from ncbench.store import read_connection
+
+    if not db_path.exists():
+        return set()
+    with read_connection(db_path) as con:
+        return {name for (name,) in con.execute("SELECT DISTINCT experiment FROM runs").fetchall()}
+
+
 @app.command()
 def status(
-    experiments: list[str] = typer.Argument(None, help="Only these experiments (default: all)."),
+    experiments: list[str] = typer.Argument(None, help="Only these experiments (default: the config's default and every experiment with stored runs)."),
     config: Path = typer.Option(None, "--config", "-c",
                                 help="Experiments file \\[default: experiments.toml]."),
     db: Path = typer.Option(None, "--db", help="Results database \\[default: ncbench.duckdb beside "
@@ -85,11 +105,18 @@ def status(
         if s not in RUN_STATUSES:
             raise ConfigError(None, f"unknown status '{s}'; valid: {', '.join(RUN_STATUSES)}",
                               key="--status")
-    rows = load_status(config, db, experiments or None, only or None)
+    hidden: dict[str, int] = {}
+    rows = load_status(config, db, experiments or None, only or None, hidden=hidden)
     if as_json:
         typer.echo(json.dumps([to_jsonable(r) for r in rows], indent=2))
         return
     _print_table(rows)
+    if hidden:
+        from rich.console import Console
+
+        listed = ", ".join(f"{name} ({n} run{'s' if n != 1 else ''})" for name, n in hidden.items())
+        Console(soft_wrap=True).print(f"[dim]not started, not shown: {listed} — name an "
+                                      f"experiment to list its runs[/]", highlight=False)
 
 
 def _print_table(rows: list[dict]) -> None:

@@ -195,10 +195,11 @@ class Plan:
 
 
 def plan_runs(specs: Sequence[RunSpec], workdir: str | os.PathLike, *,
-              stale_after: float = STALE_AFTER_S) -> Plan:
+              stale_after: float = STALE_AFTER_S, mark_lost: bool = True) -> Plan:
     """Decide per run: `done`/`diverged` → skip; `alive` (a worker is on it) → skip with a note;
-    `lost` → append `end interrupted` for the dead attempt, then start it (it resumes from its
-    checkpoint); `new`/`failed`/`interrupted` → start (resuming if there is a checkpoint)."""
+    `lost` → append `end interrupted` for the dead attempt (unless `mark_lost` is False: a dry
+    run writes nothing), then start it (it resumes from its checkpoint);
+    `new`/`failed`/`interrupted` → start (resuming if there is a checkpoint)."""
     plan = Plan()
     for spec in specs:
         d = run_dir_of(workdir, spec.run_id)
@@ -210,7 +211,8 @@ def plan_runs(specs: Sequence[RunSpec], workdir: str | os.PathLike, *,
             plan.skipped[spec.run_id] = state.note
         else:
             if state.status == "lost":
-                mark_ended(d, "interrupted", f"worker lost: {state.note}")
+                if mark_lost:
+                    mark_ended(d, "interrupted", f"worker lost: {state.note}")
                 plan.resumed[spec.run_id] = state.note
             plan.todo.append(spec)
     return plan
@@ -377,18 +379,7 @@ def run_grid(config_path: str | os.PathLike, experiments: Sequence[str] | None =
         check_datasets(specs)
     exe = get_executor(executor, **opts)
     if dry_run:
-        plan = Plan(states={})
-        for spec in specs:
-            d = run_dir_of(wd, spec.run_id)
-            state = classify_run(d) if d.is_dir() else RunState("new")
-            plan.states[spec.run_id] = state
-            if state.status in TERMINAL:
-                plan.skipped[spec.run_id] = state.status
-            elif state.status == "alive":
-                plan.skipped[spec.run_id] = state.note
-            else:
-                plan.todo.append(spec)
-        return GridResult(specs, plan, {}, db, wd)
+        return GridResult(specs, plan_runs(specs, wd, mark_lost=False), {}, db, wd)
 
     with lock_workdir(wd):  # one manager per workdir (released even if this process is killed)
         store = Store(db)

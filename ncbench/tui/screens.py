@@ -435,8 +435,9 @@ class CompareScreen(DbScreen):
     @work(thread=True, group="compare", exit_on_error=False)
     def _load_worker(self, key: tuple, experiment: str, config_index: int,
                      include_unfinished: bool) -> None:
-        """The report's computations, each in its own short read-only session (so a writer can
-        get the file between them)."""
+        """The report's computations in one short read-only session (each `ncbench.report` call
+        reads only this experiment's runs, so together they hold the file for a fraction of a
+        second; the first one warms DuckDB's cache for the others)."""
         from ncbench import report
         from ncbench.store import read_connection
 
@@ -447,26 +448,19 @@ class CompareScreen(DbScreen):
             if not app.db_path.exists():
                 data = {"missing": True}
             else:
-                def session(fn):
-                    with read_connection(app.db_path, timeout=app.lock_timeout) as con:
-                        return fn(con)
-
-                if experiment not in session(report.list_experiments):
-                    data = {"missing": True}
-                else:
-                    configs = session(lambda con: report.configurations(
-                        con, experiment, include_unfinished=True))
-                    select = configs[config_index % len(configs)] if configs else None
-                    curves = {
-                        metric: session(lambda con, m=metric: report.curves(
-                            con, experiment, m, select=select, include_unfinished=True))
-                        for metric, *_ in COMPARE_CHARTS
-                    }
-                    kw = dict(include_unfinished=include_unfinished)
-                    acc = session(lambda con: report.accuracy_table(con, [experiment], **kw))
-                    nc = session(lambda con: report.nc_table(con, [experiment], **kw))
-                    data = {"configs": configs, "select": select, "curves": curves, "acc": acc,
-                            "nc": nc}
+                with read_connection(app.db_path, timeout=app.lock_timeout) as con:
+                    if experiment not in report.list_experiments(con):
+                        data = {"missing": True}
+                    else:
+                        configs = report.configurations(con, experiment, include_unfinished=True)
+                        select = configs[config_index % len(configs)] if configs else None
+                        curves = report.curves_many(
+                            con, experiment, [metric for metric, *_ in COMPARE_CHARTS],
+                            select=select, include_unfinished=True)
+                        tables = report.build_report(con, [experiment],
+                                                     include_unfinished=include_unfinished)
+                        data = {"configs": configs, "select": select, "curves": curves,
+                                "acc": tables.accuracy, "nc": tables.nc}
         except Exception as exc:  # noqa: BLE001 - shown in the view, never a crash
             data = {"error": f"{type(exc).__name__}: {exc}"}
         try:
