@@ -155,13 +155,15 @@ def _columns(con, relation: str) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE {relation}").fetchall()]
 
 
-def _run_relation(con, experiments: Sequence[str] | None = None) -> tuple[str, list[Any]]:
+def _run_relation(con, experiments: Sequence[str] | None = None, *,
+                  metrics: bool = True) -> tuple[str, list[Any]]:
     """SQL (and its parameters) for the `results` rows of the runs of `experiments` (all when
     empty) joined with the `runs` columns that `results` lacks (host, error, ...).
 
     Normally `schema.results_sql` restricted to those runs: the same rows and columns as the
-    view, without pivoting every run's metrics first. A database whose views differ from this
-    version's (an older schema) is read through its own `results` view, as it says."""
+    view, without pivoting every run's metrics first (``metrics=False``: without the columns
+    derived from metrics at all). A database whose views differ from this version's (an older
+    schema) is read through its own `results` view, as it says, whatever `metrics` says."""
     res_cols = _columns(con, "results")
     extra = [c for c in _columns(con, "runs") if c not in set(res_cols)]
     sel = ", ".join(["res.*"] + [f'ru."{c}"' for c in extra])
@@ -171,7 +173,8 @@ def _run_relation(con, experiments: Sequence[str] | None = None) -> tuple[str, l
 
     names = list(dict.fromkeys(experiments or ()))
     flt = f"experiment IN ({', '.join('?' for _ in names)})" if names else "TRUE"
-    return f"(SELECT {sel} FROM ({results_sql(flt)}) res JOIN runs ru USING (run_id))", names
+    return (f"(SELECT {sel} FROM ({results_sql(flt, metrics=metrics)}) res "
+            "JOIN runs ru USING (run_id))", names)
 
 
 @functools.cache
@@ -274,6 +277,30 @@ def select_runs(
     All statuses are returned (callers count or drop unfinished runs). ``config`` is parsed into
     a dict. Unknown experiment names raise UnknownNameError; a bad predicate raises ReportError.
     """
+    return _select_runs(con, experiments, where)
+
+
+def _key_runs(con, experiment: str, where: str | None, include_unfinished: bool,
+              keys: Iterable[str]) -> list[dict[str, Any]]:
+    """The counted runs of `experiment`, as `select_runs` gives them, for callers that only look
+    up keys: `keys`, the run key columns and config keys (`configurations`, `curves_many`).
+
+    Left without the columns derived from metrics (schema.RESULTS_METRIC_COLUMNS: reading them
+    means reading every evaluation of the experiment) unless a lookup could land on one: a
+    `where` predicate, one of `keys`, or a config key of the same name."""
+    from ncbench.schema import RESULTS_METRIC_COLUMNS
+
+    derived = set(RESULTS_METRIC_COLUMNS)
+    light = not (where and where.strip()) and not derived & set(keys)
+    runs = _select_runs(con, [experiment], where, metrics=not light)
+    if light and any(derived & r["config"].keys() for r in runs):
+        runs = _select_runs(con, [experiment], where)
+    return [r for r in runs if include_unfinished or _is_done(r)]
+
+
+def _select_runs(con, experiments: Sequence[str] | None, where: str | None, *,
+                 metrics: bool = True) -> list[dict[str, Any]]:
+    """`select_runs`; ``metrics=False`` may leave out RESULTS_METRIC_COLUMNS (see _key_runs)."""
     import duckdb
 
     check_where(where)
@@ -282,7 +309,7 @@ def select_runs(
         for name in experiments:
             if name not in known:
                 raise UnknownNameError("experiment", name, known)
-    rel, params = _run_relation(con, experiments)
+    rel, params = _run_relation(con, experiments, metrics=metrics)
     sql = f"SELECT * FROM {rel} AS r WHERE 1=1"
     if experiments:
         sql += " AND experiment IN (" + ", ".join("?" for _ in experiments) + ")"
@@ -573,8 +600,8 @@ def configurations(
     """The distinct configurations of an experiment's counted runs: the values of every key
     that varies among them other than `group_by` and seed (e.g. {"width": 2.0, "epochs": 40}).
     Sorted ascending; the last one is the default of `curves` (widest, longest)."""
-    runs = [r for r in select_runs(con, [experiment], where) if include_unfinished or _is_done(r)]
-    return _configurations(runs, group_by)
+    return _configurations(_key_runs(con, experiment, where, include_unfinished, [group_by]),
+                           group_by)
 
 
 def _configurations(runs: Sequence[Mapping[str, Any]], group_by: str) -> list[dict[str, Any]]:
@@ -634,7 +661,7 @@ def curves_many(
     for metric in metrics:
         if metric not in epoch_cols:
             raise UnknownNameError("epoch metric", metric, epoch_cols)
-    runs = [r for r in select_runs(con, [experiment], where) if include_unfinished or _is_done(r)]
+    runs = _key_runs(con, experiment, where, include_unfinished, [group_by, *(select or {})])
     if not runs:
         return {m: {} for m in metrics}
     if select is None:

@@ -75,15 +75,16 @@ def _wide_columns() -> str:
 
 
 # The select list of the `results` view over `runs r`, `best b` and `final f` (shared with
-# `results_sql`, so the two cannot drift apart).
-_RESULTS_SELECT = """r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
+# `results_sql`, so the two cannot drift apart): the run's own columns, then those derived from
+# its metrics.
+_RESULTS_RUN_SELECT = """r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
     r.config,
     CAST(json_extract_string(r.config, '$.batch_size') AS INTEGER) AS batch_size,
     CAST(json_extract_string(r.config, '$.lr') AS DOUBLE) AS lr,
     CAST(json_extract_string(r.config, '$.weight_decay') AS DOUBLE) AS weight_decay,
     json_extract(r.config, '$.loss_params') AS loss_params,
-    r.started_at, r.finished_at,
-    b.best_epoch, b.best_val_acc, b.test_acc_at_best_val,
+    r.started_at, r.finished_at"""
+_RESULTS_METRIC_SELECT = """b.best_epoch, b.best_val_acc, b.test_acc_at_best_val,
     f.epoch AS final_epoch,
     f.train_acc AS final_train_acc, f.val_acc AS final_val_acc, f.test_acc AS final_test_acc,
     f.train_loss AS final_train_loss, f.test_loss AS final_test_loss,
@@ -92,6 +93,11 @@ _RESULTS_SELECT = """r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width
     f.nc2_centered AS final_nc2_centered, f.nc3_centered AS final_nc3_centered,
     f.test_nc1 AS final_test_nc1, f.test_nc2 AS final_test_nc2, f.test_nc3 AS final_test_nc3,
     f.test_nc4 AS final_test_nc4"""
+_RESULTS_SELECT = _RESULTS_RUN_SELECT + ",\n    " + _RESULTS_METRIC_SELECT
+
+# The columns of `results` derived from a run's metrics (best_*, final_*, wall_seconds).
+RESULTS_METRIC_COLUMNS = tuple(
+    item.split(" AS ")[-1].split(".")[-1].strip() for item in _RESULTS_METRIC_SELECT.split(","))
 
 VIEWS = f"""
 CREATE OR REPLACE VIEW epochs AS
@@ -127,7 +133,7 @@ _FINAL_METRICS = tuple(dict.fromkeys(
     m for m in re.findall(r"\bf\.(\w+)", _RESULTS_SELECT) if m != "epoch"))
 
 
-def results_sql(run_filter: str = "TRUE") -> str:
+def results_sql(run_filter: str = "TRUE", *, metrics: bool = True) -> str:
     """A query with exactly the rows and columns of the `results` view, for the runs matching
     `run_filter` only (an SQL predicate over the columns of `runs`; it may hold `?` parameters,
     which then come first).
@@ -139,7 +145,12 @@ def results_sql(run_filter: str = "TRUE") -> str:
     the view's columns need: the last epoch of each run and its values (final_*), and the epoch
     of the best finite validation accuracy, earliest on ties, with the test accuracy there
     (best_*). ncbench.report uses it; tests/test_report.py checks it against the view.
+
+    ``metrics=False``: only the columns that do not come from metrics (all but
+    RESULTS_METRIC_COLUMNS), without reading `metrics` at all.
     """
+    if not metrics:
+        return f"SELECT\n    {_RESULTS_RUN_SELECT}\nFROM runs r WHERE ({run_filter})"
     final_cols = ",\n           ".join(
         f"max(value) FILTER (WHERE name = '{m}') AS {m}" for m in _FINAL_METRICS)
     return f"""

@@ -517,12 +517,18 @@ def edge_db(tmp_path_factory) -> Path:
         # validation accuracy NaN everywhere: no best epoch, but a final one
         "allnan": [(1, "val_acc", float("nan")), (2, "val_acc", float("nan")), (2, "nc1", 0.0)],
     }
+    # experiment "c": two runs alike but for a config key named like a `results` column
+    # (best_epoch) whose column values differ — so they are not seeds of one configuration
+    rows["c1"] = [(1, "val_acc", 0.9), (2, "val_acc", 0.5)]
+    rows["c2"] = [(1, "val_acc", 0.5), (2, "val_acc", 0.9)]
     for k, (run_id, metrics) in enumerate(rows.items()):
-        exp = "a" if k % 2 == 0 else "b"
-        cfg = json.dumps({"lr": 0.1 * (k + 1), "batch_size": 32, "loss_params": {"eps": k}})
+        exp = run_id[0] if run_id in ("c1", "c2") else "a" if k % 2 == 0 else "b"
+        cfg = {"lr": 0.1 * (k + 1), "batch_size": 32, "loss_params": {"eps": k}}
+        if exp == "c":
+            cfg = {"best_epoch": 1}
         con.execute("INSERT INTO runs (run_id, experiment, dataset, model, loss, width, epochs, "
                     "seed, status, config) VALUES (?, ?, 'd', 'm', 'ce', 1.0, 4, ?, 'done', ?)",
-                    [run_id, exp, k, cfg])
+                    [run_id, exp, 0 if exp == "c" else k, json.dumps(cfg)])
         for epoch, name, value in metrics:
             con.execute("INSERT INTO metrics VALUES (?, ?, ?, ?)", [run_id, epoch, name, value])
     con.close()
@@ -552,6 +558,11 @@ def test_results_sql_is_the_results_view(which, edge_db, db):
         assert got["odd"] == (3, float("inf"), 0.3, 4, None, None, -1.5)
         assert got["none"] == (None,) * 7
         assert got["allnan"] == (None, None, None, 2, 0.0, None, None)
+    with duckdb.connect(str(path), read_only=True) as c:  # what metrics=False leaves out
+        cols = [r[0] for r in c.execute("DESCRIBE results").fetchall()]
+        light = [r[0] for r in c.execute(f"DESCRIBE {schema.results_sql(metrics=False)}").fetchall()]
+        assert light == [n for n in cols if n not in schema.RESULTS_METRIC_COLUMNS]
+        assert len(light) + len(schema.RESULTS_METRIC_COLUMNS) == len(cols)
 
 
 def _as_view_reader(src: Path, dst: Path) -> Path:
@@ -593,9 +604,36 @@ def test_report_same_through_views_and_per_experiment_queries(db, tmp_path):
         sel = {"width": 0.5, "epochs": 4}
         assert report.curves_many(new_c, "grid", ["nc2", "lr"], select=sel) == \
             report.curves_many(old_c, "grid", ["nc2", "lr"], select=sel)
+        # keys derived from metrics (group, select): those lookups need the full rows
+        for kw in ({"group_by": "final_epoch"}, {"select": {"width": 2.0, "epochs": 8,
+                                                            "best_epoch": 8}}):
+            got = report.curves(new_c, "grid", "nc1", **kw)
+            assert got and got == report.curves(old_c, "grid", "nc1", **kw)
+        assert report.configurations(new_c, "grid", group_by="final_epoch", include_unfinished=True) \
+            == report.configurations(old_c, "grid", group_by="final_epoch", include_unfinished=True)
         # the where predicate narrows the experiment's runs in both
         assert report.nc_table(new_c, ["grid"], where="final_nc1 < 1") == \
             report.nc_table(old_c, ["grid"], where="final_nc1 < 1")
+
+
+def test_run_keys_without_metric_columns(edge_db, tmp_path):
+    """configurations / curves read no metrics unless a key they look up is derived from them."""
+    old = _as_view_reader(edge_db, tmp_path / "views.duckdb")
+    with duckdb.connect(str(edge_db), read_only=True) as c, \
+            duckdb.connect(str(old), read_only=True) as old_c:
+        light = report._key_runs(c, "a", None, False, ["loss"])
+        assert light and not set(schema.RESULTS_METRIC_COLUMNS) & set(light[0])
+        full = report.select_runs(c, ["a"])
+        assert [{k: r[k] for k in light[0]} for r in full] == light
+        assert "final_nc1" in report._key_runs(c, "a", "final_nc1 > 0", False, ["loss"])[0]
+        assert "final_nc1" in report._key_runs(c, "a", None, False, ["loss", "final_epoch"])[0]
+        # a config key named best_epoch: the column's values (1 and 2) tell c1 and c2 apart
+        assert "final_nc1" in report._key_runs(c, "c", None, False, ["loss"])[0]
+        configs = report.configurations(c, "c")
+        assert configs == [{"best_epoch": 1}, {"best_epoch": 2}]
+        assert configs == report.configurations(old_c, "c")
+        assert report.curves(c, "c", "val_acc") == report.curves(old_c, "c", "val_acc")
+        assert report.configurations(c, "a") == report.configurations(old_c, "a")
 
 
 def test_curves_many_is_curves_of_each_metric(con):
