@@ -790,6 +790,8 @@ ACCURACY_LEGEND = ("cells: mean ± std over seeds in percent, (n) = seeds counte
                    "spread = max − min of the loss means, percentage points")
 NC_LEGEND = ("NC1–NC4 on the training split, test NC1 on the test split, at the last evaluation; "
              "mean ± std over seeds, (n) = seeds counted")
+NC_LEGEND_COMPACT = ("NC1–NC4 on the training split, test NC1 on the test split, at the last "
+                     "evaluation; mean over ±std (seeds), n = seeds counted")
 
 
 def nc_title(block: NCBlock) -> str:
@@ -843,6 +845,7 @@ def render(report: Report, fmt: str = "table", *, width: int | None = None) -> s
 
 def rich_tables(report: Report) -> list:
     """The report as rich renderables (tables with titles and captions)."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
@@ -863,16 +866,37 @@ def rich_tables(report: Report) -> list:
                       style="bold" if idx >= n_loss_lines else None)
         out.append(t)
     for block in report.nc:
-        header, lines = nc_grid(block)
-        t = Table(title=nc_title(block), title_justify="left", caption=NC_LEGEND,
-                  caption_justify="left")
+        # Terminal cells stay on one line at 80 columns: "0.0889±0.0014", the seed count in its
+        # own column (md/csv/latex/json keep the full form of nc_grid).
+        header = [block.row_key, block.col_key, "loss", "n"] + [NC_METRICS.get(m, m) for m in block.metrics]
+        t = Table(title=nc_title(block), title_justify="left", caption=NC_LEGEND_COMPACT,
+                  caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        rows = []
+        for r in block.rows:
+            seeds = {st.n_seeds for st in r.stats.values() if st is not None}
+            n = str(max(seeds)) if len(seeds) == 1 else ("–".join(map(str, (min(seeds), max(seeds))))
+                                                        if seeds else MISSING)
+            rows.append([fmt_key(r.row_value), fmt_key(r.col_value), r.loss, n]
+                        + [_fmt_compact(r.stats[m]) for m in block.metrics])
         for k, h in enumerate(header):
-            t.add_column(h, justify="left" if k < 3 else "right", no_wrap=k < 3)
+            widest = max([len(h)] + [len(line) for row in rows for line in row[k].split("\n")])
+            t.add_column(h, justify="left" if k < 3 else "right", no_wrap=True, min_width=widest)
         n_losses = len({r.loss for r in block.rows}) or 1
-        for idx, line in enumerate(lines):
-            t.add_row(*line, end_section=(idx + 1) % n_losses == 0 and idx < len(lines) - 1)
+        for idx, cells in enumerate(rows):
+            t.add_row(*cells, end_section=(idx + 1) % n_losses == 0 and idx < len(block.rows) - 1)
         out.append(t)
     return out
+
+
+def _fmt_compact(stats: CellStats | None) -> str:
+    """Mean to 3 significant digits over "±std" (2 digits) on a second line; "—" when missing."""
+    if stats is None:
+        return MISSING
+    s = fmt_num(stats.mean)
+    if stats.std is not None:
+        s += "\n±" + (f"{stats.std:.2g}" if stats.std == 0 or 1e-3 <= abs(stats.std) < 1e4
+                      else f"{stats.std:.1e}")
+    return s
 
 
 def render_table(report: Report, width: int | None = None) -> str:
