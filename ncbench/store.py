@@ -556,3 +556,21 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     return str(value)
+
+
+def stored_experiments(db_path: str | Path) -> set[str]:
+    """Experiment names with at least one run in the database (empty if there is no database)."""
+    path = Path(db_path)
+    if not path.exists():
+        return set()
+    with read_connection(path) as con:
+        return {name for (name,) in con.execute("SELECT DISTINCT experiment FROM runs").fetchall()}
+
+
+def shown_experiments(config, db_path: str | Path) -> list[str]:
+    """The experiments views show when none is named: the config's `default` ones and every one
+    with stored runs, in file order — not the untouched grids of a shared experiments.toml
+    (e.g. the paper's GPU grids on a laptop)."""
+    active = set(config.default) | stored_experiments(db_path)
+    return [name for name in config.names if name in active]
+

@@ -859,3 +859,22 @@ async def test_tab_and_log_toggle_in_detail(tmp_path):
         await pilot.press("tab", "l")
         assert app.focused is nc2 and nc2.log and nc1.log
         assert "NC2 (log)" in screen_text(app)
+
+
+def test_default_selection_is_default_plus_stored_experiments(tmp_path):
+    """Unnamed, the TUI shows the config's default experiment and those with stored runs (as
+    `ncbench status`), not the untouched grids of the file."""
+    from ncbench.cli.cmd_tui import resolve_paths
+    from ncbench.config import expand, load_config
+    from ncbench.store import Store
+
+    cfg_path = tmp_path / "experiments.toml"
+    cfg_path.write_text(
+        'default = "small"\n'
+        '[experiments.big]\ndataset = "gaussian"\nmodel = "mlp"\nloss = "ce"\nepochs = 3\n'
+        '[experiments.small]\ndataset = "gaussian"\nmodel = "mlp"\nloss = "mse"\nepochs = 2\n'
+        '[experiments.other]\ndataset = "gaussian"\nmodel = "mlp"\nloss = "fl"\nepochs = 2\n')
+    assert resolve_paths(cfg_path, None, None, None)[3] == ["small"]
+    Store(tmp_path / "ncbench.duckdb").register_runs(expand(load_config(cfg_path), ["other"]))
+    assert resolve_paths(cfg_path, None, None, None)[3] == ["small", "other"]
+    assert resolve_paths(cfg_path, None, None, ["big"])[3] == ["big"]

@@ -47,7 +47,7 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
     counts go into `hidden` when a dict is passed."""
     from ncbench.config import (DEFAULT_CONFIG, default_db_path, default_workdir, expand, load_config,
                                 select)
-    from ncbench.store import status_rows
+    from ncbench.store import shown_experiments, status_rows
 
     specs = []
     explicit = config is not None
@@ -57,11 +57,11 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
         cfg = load_config(config_path)
         names = select(cfg, experiments)
         if not experiments:
-            active = set(cfg.default) | _stored_experiments(db_path)
+            shown = shown_experiments(cfg, db_path)
             for name in names:
-                if name not in active and hidden is not None:
+                if name not in shown and hidden is not None:
                     hidden[name] = len(expand(cfg, [name]))
-            names = [n for n in names if n in active]
+            names = shown
         specs = expand(cfg, names) if names else []
         experiments = names if experiments else None
     from ncbench.executors.slurm import refresh  # Slurm jobs' news first (cheap: no-op without)
@@ -70,16 +70,6 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
     if statuses:
         rows = [r for r in rows if r["status"] in statuses]
     return rows
-
-
-def _stored_experiments(db_path: Path) -> set[str]:
-    """Experiment names with at least one run in the database (empty if there is none yet)."""
-    from ncbench.store import read_connection
-
-    if not db_path.exists():
-        return set()
-    with read_connection(db_path) as con:
-        return {name for (name,) in con.execute("SELECT DISTINCT experiment FROM runs").fetchall()}
 
 
 @app.command()

@@ -16,6 +16,7 @@ def resolve_paths(config: Path | None, db: Path | None, workdir: Path | None,
     else the database alone is shown (then it must exist)."""
     from ncbench.config import DEFAULT_CONFIG, default_db_path, default_workdir, load_config, select
     from ncbench.errors import StoreError
+    from ncbench.store import shown_experiments
 
     config_path: Path | None = Path(config) if config is not None else Path(DEFAULT_CONFIG)
     names = list(experiments or [])
@@ -23,6 +24,8 @@ def resolve_paths(config: Path | None, db: Path | None, workdir: Path | None,
         cfg = load_config(config_path)  # ConfigError: file, experiment, key, reason
         if names:
             names = select(cfg, names)
+        else:  # as `ncbench status`: the default experiment(s) and those with stored runs
+            names = shown_experiments(cfg, db if db is not None else default_db_path(config_path))
     else:
         config_path = None
     if db is None:
@@ -39,7 +42,7 @@ def resolve_paths(config: Path | None, db: Path | None, workdir: Path | None,
 
 @app.command()
 def tui(
-    experiments: list[str] = typer.Argument(None, help="Only these experiments (default: all)."),
+    experiments: list[str] = typer.Argument(None, help="Only these experiments (default: the config's default and every experiment with stored runs)."),
     config: Path = typer.Option(None, "--config", "-c",
                                 help="Experiments file \\[default: experiments.toml]."),
     db: Path = typer.Option(None, "--db", help="Results database \\[default: ncbench.duckdb beside "
@@ -71,8 +74,11 @@ def tui(
     for flag, value in (("--workers", workers), ("--gpus", gpus), ("--executor", executor)):
         if value is not None:
             run_args += [flag, str(value)]
+    # Shown: the named experiments, else the default ones and those with stored runs; the queue
+    # runs the named ones, else the config's default (as `ncbench run` does).
     code = run_tui(db_path, config_path=config_path, experiments=names, workdir=work,
-                   start_queue=run, poll_interval=interval, run_args=run_args)
+                   start_queue=run, poll_interval=interval, run_args=run_args,
+                   queue_experiments=names if experiments else [])
     if code == 130:
         typer.echo("the queue was stopped; its running runs are interrupted and resume on the "
                    "next `ncbench run` (or `ncbench tui --run`)", err=True)

@@ -25,14 +25,18 @@ def __getattr__(name: str):
 def run_tui(db_path: str | Path, *, config_path: str | Path | None = None,
             experiments: Sequence[str] = (), workdir: str | Path | None = None,
             start_queue: bool = False, poll_interval: float = 1.0,
-            run_args: Sequence[str] = ()) -> int | None:
-    """Run the app in this terminal until the user quits. `run_args` go to the `ncbench run`
-    the app starts (e.g. `["--workers", "2"]`). A queue started from the app is stopped
-    (SIGINT, as Ctrl-C would) and waited for before returning; returns its exit code."""
+            run_args: Sequence[str] = (), queue_experiments: Sequence[str] | None = None
+            ) -> int | None:
+    """Run the app in this terminal until the user quits. `experiments` are shown;
+    `queue_experiments` (default: `experiments`; empty: the config's default) are what the
+    queue runs. `run_args` go to the `ncbench run` the app starts (e.g. `["--workers", "2"]`).
+    A queue started from the app is stopped (SIGINT, as Ctrl-C would) and waited for before
+    returning; returns its exit code."""
     from ncbench.tui.app import NcbenchApp
     from ncbench.tui.control import QueueController
 
-    controller = QueueController(config_path, db_path, experiments, workdir=workdir,
+    queued = experiments if queue_experiments is None else queue_experiments
+    controller = QueueController(config_path, db_path, queued, workdir=workdir,
                                  run_args=run_args)
     app = NcbenchApp(db_path, config_path=config_path, experiments=experiments,
                      workdir=workdir, start_queue=start_queue, poll_interval=poll_interval,
