@@ -17,9 +17,11 @@ def _register_commands() -> None:
     import importlib
     import pkgutil
 
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("cmd_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    # `ncbench --help` lists commands in registration order: the pipeline's order first.
+    order = ["cmd_run", "cmd_status", "cmd_sql", "cmd_report", "cmd_tui", "cmd_ufm", "cmd_models"]
+    names = [m.name for m in pkgutil.iter_modules(__path__) if m.name.startswith("cmd_")]
+    for name in sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n)):
+        importlib.import_module(f"{__name__}.{name}")
 
 
 _register_commands()

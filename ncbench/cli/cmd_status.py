@@ -83,8 +83,9 @@ def status(
                                    help="Only runs with this status (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of runs."),
 ) -> None:
-    """Show every run (declared in the config or stored) with its status and progress.
+    """Show runs with their status and progress (executor, slot, attempt, heartbeat, Slurm job).
 
+    Without names: the config's default experiment(s) and every experiment with stored runs.
     Runs declared in the config but not yet in the database show as queued. Reads only: safe
     while `ncbench run` is writing (data at most a few seconds old)."""
     from ncbench.errors import ConfigError
