@@ -73,9 +73,10 @@ def _line_figure(con, experiment: str, panels, *, where: str | None, select, inc
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     seeds_seen: set[int] = set()
     any_data = False
+    every = report.curves_many(con, experiment, [metric for metric, _, _ in panels], where=where,
+                               select=select, include_unfinished=include_unfinished)
     for k, (ax, (metric, ylabel, panel_title)) in enumerate(zip(axes, panels)):
-        data = report.curves(con, experiment, metric, where=where, select=select,
-                             include_unfinished=include_unfinished)
+        data = every[metric]
         log = log_first and k == 0
         for idx, (loss, c) in enumerate(data.items()):
             x = np.asarray(c.epochs, dtype=float)
