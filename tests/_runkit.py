@@ -14,10 +14,38 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 TINY_DATA = '{ num_classes = 4, dim = 8, n_train_per_class = 40, n_test_per_class = 20 }'
+
+
+def tiny_spec(**kw):
+    """An in-process RunSpec of the same tiny run (Gaussian 4 classes × 40, 8-d, mlp width 1/8,
+    batch 32, CPU, 4 epochs evaluated each epoch); `kw` overrides any field."""
+    from ncbench.runs import RunSpec
+
+    base = dict(experiment="t", dataset="gaussian", model="mlp", loss="ce", width=0.125, epochs=4,
+                seed=0, eval_every=1, batch_size=32, device="cpu",
+                dataset_params={"num_classes": 4, "dim": 8, "n_train_per_class": 40,
+                                "n_test_per_class": 20})
+    base.update(kw)
+    return RunSpec(**base)
+
+
+@pytest.fixture()
+def one_thread(monkeypatch):
+    """Tiny models: one torch thread is much faster than two on a busy 2-core machine. Import it
+    into a test module (optionally wrapped with autouse) to use it."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("NCBENCH_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def experiment(name: str, *, losses=("ce", "mse"), epochs=2, eval_every=1, extra: str = "",

@@ -14,6 +14,8 @@ from ncbench.models import make_model
 from ncbench.precision import (
     CompileFallback, Precision, compile_model, resolve_precision, setup_training, uses_convolutions,
 )
+from _runkit import one_thread, tiny_spec  # noqa: F401  (one_thread: a fixture)
+
 from ncbench.runs import RunSpec
 from ncbench.train import ListSink, evaluate, train_epoch, train_run
 
@@ -28,22 +30,13 @@ TIMING = ("wall_seconds", "eval_seconds", "epoch_seconds")
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models: one torch thread is much faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    monkeypatch.setenv("NCBENCH_THREADS", "1")
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def tiny(**kw) -> RunSpec:
-    base = dict(experiment="t", dataset="gaussian", model="mlp", loss="ce", width=0.125, epochs=2,
-                seed=0, eval_every=1, batch_size=32, device="cpu",
-                dataset_params={"num_classes": 4, "dim": 8, "n_train_per_class": 40,
-                                "n_test_per_class": 20})
-    base.update(kw)
-    return RunSpec(**base)
+    """The shared tiny run, 2 epochs by default here."""
+    return tiny_spec(**{"epochs": 2, **kw})
 
 
 # -- config keys ---------------------------------------------------------------------------------

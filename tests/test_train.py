@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ncbench.checkpoint import checkpoint_path, load_checkpoint
-from ncbench.runs import RunSpec
+from _runkit import one_thread, tiny_spec  # noqa: F401  (one_thread: a fixture)
+
 from ncbench.schema import EPOCH_METRICS
 from ncbench.train import ListSink, lr_milestones, train_epoch, train_run
 
@@ -19,22 +20,11 @@ TIMING = ("wall_seconds", "eval_seconds", "epoch_seconds")
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models: one torch thread is ~10x faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    monkeypatch.setenv("NCBENCH_THREADS", "1")
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
-def tiny(**kw) -> RunSpec:
-    """A run of a few hundred tiny Gaussian samples (4 classes, 8-d) and a small MLP."""
-    base = dict(experiment="t", dataset="gaussian", model="mlp", loss="ce", width=0.125, epochs=4,
-                seed=0, eval_every=1, batch_size=32, device="cpu",
-                dataset_params={"num_classes": 4, "dim": 8, "n_train_per_class": 40,
-                                "n_test_per_class": 20})
-    base.update(kw)
-    return RunSpec(**base)
+tiny = tiny_spec
 
 
 def nan_loss(num_classes: int):
