@@ -55,9 +55,14 @@ STATS = {"lock_retries": 0}
 
 
 def is_lock_error(exc: BaseException) -> bool:
-    """True for DuckDB's "Could not set lock on file" (another process has the file open)."""
+    """True when the file is briefly held by another connection, so retrying will succeed:
+    DuckDB's "Could not set lock on file" (another process has it open) and "Can't open a
+    connection to same database file with a different configuration" (a read-only connection of
+    this process, e.g. the TUI's poller thread, is open while another thread writes, or the
+    reverse)."""
     msg = str(exc)
-    return isinstance(exc, duckdb.Error) and ("Could not set lock" in msg or "Conflicting lock" in msg)
+    return isinstance(exc, duckdb.Error) and ("Could not set lock" in msg or "Conflicting lock" in msg
+                                              or "different configuration" in msg)
 
 
 def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:

@@ -314,3 +314,34 @@ def test_concurrent_writer_and_readers(tmp_path):
           f"{STATS['lock_retries'] - retries_before}")
     # after the writer's last sync the data is complete
     assert rows(db, "SELECT max(epoch), count(*) FROM metrics") == [(written, 2 * written)]
+
+
+def test_writer_waits_for_a_reader_of_the_same_process(tmp_path):
+    """A read-only connection held by another thread of this process (the TUI's poller) makes
+    DuckDB refuse a read-write open with "different configuration": the writer retries until the
+    reader closes instead of failing (and a reader waits for an in-process writer the same way)."""
+    import threading
+
+    from ncbench.runs import RunSpec
+    from ncbench.store import Store, read_connection
+
+    db = tmp_path / "ncbench.duckdb"
+    spec = RunSpec(experiment="t", dataset="gaussian", model="mlp", loss="ce", width=1.0,
+                   epochs=1, seed=0)
+    store = Store(db, lock_timeout=10.0)
+    store.register_runs([spec])
+    opened, release = threading.Event(), threading.Event()
+
+    def hold_reader():
+        with read_connection(db):
+            opened.set()
+            release.wait(10)
+
+    reader = threading.Thread(target=hold_reader)
+    reader.start()
+    assert opened.wait(10)
+    threading.Timer(0.5, release.set).start()
+    assert store.set_status(spec.run_id, "failed", error="boom")  # retried, not raised
+    reader.join()
+    with read_connection(db) as con:
+        assert con.execute("SELECT status, error FROM runs").fetchone() == ("failed", "boom")
