@@ -259,6 +259,15 @@ class StoreWriter:
         )
         return _one(self.con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]))[0] > 0
 
+    def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """run_id -> status of the stored runs among `run_ids`."""
+        ids = list(run_ids)
+        if not ids:
+            return {}
+        rows = self.con.execute("SELECT run_id, status FROM runs WHERE list_contains(?, run_id)",
+                                [ids]).fetchall()
+        return dict(rows)
+
     def ingest_run_dir(self, run_dir: str | Path) -> int:
         """Read one run dir's new events and heartbeat into the database: registers the run
         from spec.json if needed, upserts metrics, updates the run's row. Returns the number of

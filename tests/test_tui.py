@@ -542,6 +542,80 @@ async def test_retry_and_cancel_from_the_runs_view(tmp_path):
                 p.kill()
 
 
+QUEUE_STANDIN = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    with Path(sys.argv[1]).open("a") as f:
+        f.write("started\\n")
+    time.sleep(float(sys.argv[2]))
+""")
+
+
+@async_test
+async def test_retry_outside_the_running_queue_restarts_it_for_that_experiment(tmp_path):
+    """The queue runs the config's experiment ("pilot"); R on a failed run of another one
+    ("demo") requeues it and, when the queue ends by itself, starts it again with "demo" added.
+    A queue the user stops (r) is not restarted; the next r includes the pending experiment."""
+    from ncbench.store import read_connection
+    from ncbench.tui.control import QueueController
+    from ncbench.tui.widgets import RunsTable
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    script, starts = tmp_path / "queue.py", tmp_path / "starts.txt"
+    script.write_text(QUEUE_STANDIN)
+    cfg = tmp_path / "experiments.toml"
+    cfg.write_text(PILOT_TOML)
+    controller = QueueController(cfg, db, command=[sys.executable, str(script), str(starts), "3"])
+    app = make_app(db, controller=controller)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await fresh_poll(pilot)
+            await pilot.press("r")
+            await wait_for(pilot, lambda: controller.running, what="queue start")
+            assert controller.running_experiments == ["pilot"]
+            assert not controller.runs_experiment("demo")
+            table = app.screen.query_one(RunsTable)
+            table.move_cursor(row=table.run_ids.index("demo-fl-s1"))
+            await pilot.press("R")
+            await wait_for(pilot, lambda: app._retry_later == {"demo"}, what="the pending retry")
+            with read_connection(db) as con:
+                assert con.execute("SELECT status FROM runs WHERE run_id='demo-fl-s1'"
+                                   ).fetchone()[0] == "queued"
+            assert _wait_file(starts) == "started\n"
+            # the stand-in ends (exit 0) → the TUI starts the queue again, "demo" included
+            await wait_for(pilot, lambda: starts.read_text().count("started") == 2, timeout=30,
+                           what="the queue's second start")
+            assert controller.running_experiments == ["pilot", "demo"]
+            assert app._retry_later == set()
+
+            # a user stop: no automatic restart, the pending experiment waits for the next r
+            await wait_for(pilot, lambda: controller.running, what="the queue running")
+            app._retry_later.add("other")
+            await pilot.press("r")
+            await wait_for(pilot, lambda: not controller.running, what="queue stop")
+            await pilot.pause(1.5)
+            assert starts.read_text().count("started") == 2 and not controller.running
+            assert app._retry_later == {"other"}
+    finally:
+        if controller.proc is not None and controller.proc.poll() is None:
+            controller.proc.kill()
+
+
+def test_queue_controller_reports_why_the_queue_exited(tmp_path):
+    """A queue that cannot run (here: a bad config) exits 2; its last log line is the reason."""
+    from ncbench.tui.control import QueueController
+
+    cfg = tmp_path / "experiments.toml"
+    cfg.write_text("[experiments.x]\ndataset = 3\n")
+    q = QueueController(cfg, tmp_path / "t.duckdb")
+    q.start()
+    assert q.running_experiments == []  # the config cannot be read: nothing known
+    q.proc.wait(timeout=120)
+    assert q.returncode == 2
+    assert "experiments.toml" in q.last_log_line() and "dataset" in q.last_log_line()
+
+
 # ------------------------------------------------------------------------------------------
 # pilots over real runs
 # ------------------------------------------------------------------------------------------

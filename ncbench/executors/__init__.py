@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "Executor", "RunUI", "NullUI", "RunView", "RunWatcher", "RunState", "prepare_run_dir",
     "run_dir_of", "classify_run", "plan_runs", "next_attempt", "mark_ended", "STALE_AFTER_S",
-    "TERMINAL", "get_executor", "run_grid", "lock_workdir", "WorkdirBusyError",
+    "TERMINAL", "get_executor", "run_grid", "requeued_runs", "lock_workdir", "WorkdirBusyError",
 ]
 
 from ncbench.events import STALE_AFTER_S  # noqa: E402  (re-exported)
@@ -401,17 +401,50 @@ def run_grid(config_path: str | os.PathLike, experiments: Sequence[str] | None =
             if note not in TERMINAL:
                 ui.note(f"run {rid} skipped: {note}")
         results: dict[str, str] = {}
+        todo = list(plan.todo)
         try:
-            results = exe.run(plan.todo, wd, store, ui)
+            results = exe.run(todo, wd, store, ui)
+            # Runs set back to `queued` while the grid ran (the TUI's retry): run them too.
+            while not _stopped(todo, results):
+                again = requeued_runs(specs, wd, store)
+                if not again:
+                    break
+                for spec in again:
+                    ui.note(f"run {spec.run_id} ({spec.label}) was queued again while the grid "
+                            f"ran (a retry): running it now")
+                todo += [s for s in again if s not in todo]
+                results.update(exe.run(again, wd, store, ui))
         finally:
             close = getattr(ui, "close", None)
             if close is not None:
                 close()
-            ran = [s.run_id for s in plan.todo if run_dir_of(wd, s.run_id).is_dir()]
+            ran = [s.run_id for s in todo if run_dir_of(wd, s.run_id).is_dir()]
             if ran:
                 store.sync(wd, run_ids=ran)
-    interrupted = len(results) < len(plan.todo) or any(s == "interrupted" for s in results.values())
-    return GridResult(specs, plan, results, db, wd, interrupted=interrupted)
+    return GridResult(specs, plan, results, db, wd, interrupted=_stopped(todo, results))
+
+
+def _stopped(todo: Sequence[RunSpec], results: dict[str, str]) -> bool:
+    """The user stopped the grid: a run left without a final status, or ended interrupted."""
+    return any(s.run_id not in results for s in todo) or "interrupted" in results.values()
+
+
+def requeued_runs(specs: Sequence[RunSpec], workdir: str | os.PathLike, store: "Store") -> list[RunSpec]:
+    """The runs of `specs` that are `queued` in the store although their directory says they
+    ended failed or interrupted: set back by a retry (`ncbench.tui.control.retry_run`) while the
+    grid ran. The store is synced with the run directories first, so a run whose last attempt
+    ended since it was last synced shows its real status; done, diverged and alive runs are never
+    returned (`plan_runs` decides, writing nothing)."""
+    wd = Path(workdir)
+    present = [s for s in specs if run_dir_of(wd, s.run_id).is_dir()]
+    if not present:
+        return []
+    with store.write() as w:
+        w.sync(wd, run_ids=[s.run_id for s in present])
+        status = w.statuses([s.run_id for s in present])
+    queued = [s for s in present if status.get(s.run_id) == "queued"]
+    plan = plan_runs(queued, wd, mark_lost=False)
+    return [s for s in plan.todo if plan.states[s.run_id].status in ("failed", "interrupted")]
 
 
 class WorkdirBusyError(NcbenchError):

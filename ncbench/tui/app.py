@@ -21,7 +21,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from ncbench.errors import NcbenchError
-from ncbench.tui.control import ControlError, QueueController, cancel_run, retry_run
+from ncbench.tui.control import QueueController, cancel_run, retry_run
 from ncbench.tui.data import (
     CANCELLABLE, RETRYABLE, RunRow, RunsReader, config_runs, merge_runs, utcnow, with_status,
 )
@@ -81,6 +81,8 @@ class NcbenchApp(App[None]):
         self.polls = 0  # completed polls (tests wait on this)
         self._polling = False
         self._queue_was_running = False
+        self._retry_later: set[str] = set()  # experiments of runs retried outside the running queue
+        self._stop_asked = False  # the user stopped the queue (r): no automatic restart
         self._declared_mtime: float | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -183,18 +185,28 @@ class NcbenchApp(App[None]):
         running = self.controller.running
         if self._queue_was_running and not running:
             rc = self.controller.returncode
-            self.notify(f"queue finished (exit code {rc})",
+            why = ""
+            if rc not in (0, 1, 130):  # 1: a run failed (the table shows it); 130: stopped
+                last = self.controller.last_log_line()
+                why = f": {last}" if last else ""
+            self.notify(f"queue finished (exit code {rc}){why}",
                         severity="information" if rc == 0 else "warning")
+            if self._retry_later and rc in (0, 1) and not self._stop_asked:
+                later, self._retry_later = sorted(self._retry_later), set()
+                self._start_queue(also=later, why=f"for the retried runs of {', '.join(later)}")
+            running = self.controller.running
         self._queue_was_running = running
 
     def action_toggle_queue(self) -> None:
         try:
             if self.controller.running:
                 msg = self.controller.stop()
+                self._stop_asked = True
             else:
-                msg = self.controller.start()
-                self._queue_was_running = True
-        except (ControlError, OSError) as exc:
+                msg = self.controller.start(also=sorted(self._retry_later))
+                self._retry_later = set()
+                self._queue_was_running, self._stop_asked = True, False
+        except (NcbenchError, OSError) as exc:
             self.notify(str(exc), severity="error")
             return
         self.notify(msg)
@@ -229,19 +241,25 @@ class NcbenchApp(App[None]):
             self.db_runs[run_id] = with_status(row, "queued")
             self._set_runs(self.db_runs)
         if self.controller.running:
-            # The running queue planned its runs when it started: it picks this one up on restart.
-            self.notify(msg + "; it runs when the queue restarts (r to stop, r to start)")
+            if row is None or self.controller.runs_experiment(row.experiment):
+                self.notify(msg + "; the running queue reruns it once its planned runs are over")
+            else:  # not among the queue's experiments: start the queue again for it afterwards
+                self._retry_later.add(row.experiment)
+                self.notify(msg + f"; the queue starts again for {row.experiment} when it ends")
             return
         if self.controller.config_path is None:
             self.notify(msg + "; start `ncbench run` to run it")
             return
+        self._start_queue(also=[row.experiment] if row else [], why=msg)
+
+    def _start_queue(self, also: list[str], why: str) -> None:
         try:
-            started = self.controller.start(also=[row.experiment] if row else [])
+            started = self.controller.start(also=also)
         except (NcbenchError, OSError) as exc:
-            self.notify(f"{msg}; cannot start the queue: {exc}", severity="error")
+            self.notify(f"{why}; cannot start the queue: {exc}", severity="error")
             return
-        self._queue_was_running = True
-        self.notify(f"{msg}; {started}")
+        self._queue_was_running, self._stop_asked = True, False
+        self.notify(f"{why}; {started}")
         self._runs_changed()
 
     def ask_cancel(self, run_id: str) -> None:

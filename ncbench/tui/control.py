@@ -7,7 +7,9 @@
   the `runs.pid` column); the worker ends the run as `interrupted`.
 * Retry a failed or interrupted run = set it back to `queued` in the store, then start the queue
   (`ncbench run` reruns failed and interrupted runs, resuming from their checkpoint; it never
-  reruns `done` or `diverged` ones).
+  reruns `done` or `diverged` ones). A queue that is running already reruns it once its planned
+  runs are over (`run_grid` looks for runs queued again); if the run's experiment is not among
+  the queue's, the TUI starts the queue again for it when the queue ends.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class QueueController:
         self.run_args = list(run_args)
         self.proc: subprocess.Popen | None = None
         self.started_at: float | None = None
+        #: The experiments the queue process was started with (the config's default if none).
+        self.running_experiments: list[str] = []
 
     @property
     def command(self) -> list[str]:
@@ -103,6 +107,12 @@ class QueueController:
             if extra:
                 experiments = base + extra
         argv = self.command_for(experiments)
+        if not experiments:
+            try:
+                experiments = self.default_experiments()
+            except NcbenchError:  # a bad config: `ncbench run` itself says why (in the log)
+                experiments = []
+        self.running_experiments = experiments
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
@@ -114,6 +124,19 @@ class QueueController:
             log.close()
         self.started_at = time.monotonic()
         return f"queue started (pid {self.proc.pid}; log {self.log_path.name})"
+
+    def runs_experiment(self, experiment: str) -> bool:
+        """Whether the running queue covers `experiment`: it then reruns a run of it that is
+        queued again (a retry) once its planned runs are over (`ncbench.executors.run_grid`)."""
+        return self.running and experiment in self.running_experiments
+
+    def last_log_line(self) -> str | None:
+        """The queue log's last non-empty line (why it exited), if any."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return None
+        return next((line.strip() for line in reversed(lines) if line.strip()), None)
 
     def stop(self) -> str:
         """Send SIGINT (Ctrl-C) to the queue: it stops its workers and exits."""
