@@ -10,7 +10,7 @@ import re
 
 # Bump when the DDL changes: a writer re-applies the DDL (tables IF NOT EXISTS, views replaced)
 # to a database holding an older version; a database of a newer version is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: runs.start_epoch
 
 # Status values a run can take, in the order a run normally passes through them.
 RUN_STATUSES = ("queued", "running", "done", "failed", "diverged", "interrupted")
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS runs (
     slurm_job_id  VARCHAR,
     heartbeat_at  TIMESTAMP,
     pid           INTEGER,
-    last_epoch    INTEGER
+    last_epoch    INTEGER,
+    start_epoch   INTEGER
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id  VARCHAR NOT NULL,
@@ -186,10 +187,15 @@ FROM sel r
 LEFT JOIN best b USING (run_id)
 LEFT JOIN final f USING (run_id)"""
 
+#: Columns of `runs` added after version 1, with their type: `apply` adds them to an older database.
+MIGRATIONS = (("start_epoch", "INTEGER"),)
+
 
 def apply(con) -> None:
     """Create the tables and (re)create the views on a read-write DuckDB connection."""
     con.execute(TABLES)
+    for column, kind in MIGRATIONS:  # columns added since a database was created
+        con.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {column} {kind}")
     con.execute(VIEWS)
     con.execute(
         "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]

@@ -303,7 +303,8 @@ class StoreWriter:
             if kind == "start":
                 update.update(status="running", started_at=t, finished_at=None, error=None,
                               host=ev.get("host"), device=ev.get("device"), pid=ev.get("pid"),
-                              attempt=ev.get("attempt"))
+                              attempt=ev.get("attempt"),
+                              start_epoch=ev.get("resumed_from_epoch") or 0)
             elif kind == "eval":
                 try:
                     epoch = int(ev["epoch"])

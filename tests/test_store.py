@@ -218,6 +218,50 @@ def test_not_an_ncbench_database(tmp_path):
         Store(newer).register_runs([])
 
 
+V2_RUNS = """CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+INSERT INTO meta VALUES ('schema_version', '2');
+CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, experiment VARCHAR NOT NULL, dataset VARCHAR NOT NULL,
+    model VARCHAR NOT NULL, loss VARCHAR NOT NULL, width DOUBLE NOT NULL, epochs INTEGER NOT NULL,
+    seed INTEGER NOT NULL, status VARCHAR NOT NULL, config JSON NOT NULL, created_at TIMESTAMP,
+    started_at TIMESTAMP, finished_at TIMESTAMP, host VARCHAR, device VARCHAR, error VARCHAR,
+    executor VARCHAR, slot VARCHAR, attempt INTEGER DEFAULT 0, slurm_job_id VARCHAR,
+    heartbeat_at TIMESTAMP, pid INTEGER, last_epoch INTEGER);
+CREATE TABLE metrics (run_id VARCHAR NOT NULL, epoch INTEGER NOT NULL, name VARCHAR NOT NULL,
+    value DOUBLE, PRIMARY KEY (run_id, epoch, name));
+"""
+
+
+def test_a_version_2_database_is_read_then_upgraded_keeping_its_runs(tmp_path):
+    """A database written by schema version 2 (no runs.start_epoch): the TUI's reader reads it
+    as it is (read-only), the first write session adds the column; nothing stored is lost."""
+    from ncbench import schema
+    from ncbench.tui.data import fetch_runs
+
+    db, work = tmp_path / "old.duckdb", tmp_path / ".ncbench"
+    (spec,) = make_specs(1)
+    con = duckdb.connect(str(db))
+    con.execute(V2_RUNS)
+    con.execute("INSERT INTO runs (run_id, experiment, dataset, model, loss, width, epochs, seed, "
+                "status, config, last_epoch) VALUES (?, 'e', 'digits', 'mlp', 'ce', 0.5, 10, 0, "
+                "'done', ?, 10)", [spec.run_id, spec.to_json()])
+    con.execute("INSERT INTO metrics VALUES (?, 10, 'nc1', 0.25)", [spec.run_id])
+    con.close()
+    with read_connection(db) as con:
+        (row,) = fetch_runs(con).values()
+    assert (row.status, row.epoch, row.nc1, row.start_epoch) == ("done", 10, 0.25, 0)
+
+    Store(db).register_runs([spec])
+    assert rows(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(schema.SCHEMA_VERSION),)]
+    assert rows(db, "SELECT status, last_epoch, start_epoch FROM runs") == [("done", 10, None)]
+    assert rows(db, "SELECT epoch, name, value FROM metrics") == [(10, "nc1", 0.25)]
+    # a resumed attempt's start event sets it
+    run_dir = work / "runs" / spec.run_id
+    write_spec(run_dir, spec)
+    EventLog(run_dir).start(2, host="h", device="cpu", pid=1, resumed_from_epoch=6)
+    Store(db).sync(work)
+    assert rows(db, "SELECT status, attempt, start_epoch FROM runs") == [("running", 2, 6)]
+
+
 def test_status_rows_merge_config_and_db(tmp_path):
     db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
     a, b = make_specs(2)

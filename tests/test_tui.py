@@ -303,6 +303,12 @@ def test_formatting():
     later = NOW.replace(minute=NOW.minute + 4)
     assert r.elapsed(later) == 240 and r.eta(later) == pytest.approx(240 / 4 * 6)
     assert r.progress == 0.4
+    # resumed from epoch 3's checkpoint: 240 s for 1 epoch since, 6 left
+    resumed = RunRow("x", "e", "d", "m", "ce", 1.0, 10, 0, "running", started_at=NOW, epoch=4,
+                     start_epoch=3)
+    assert resumed.eta(later) == pytest.approx(240 * 6) and resumed.progress == 0.4
+    assert RunRow("x", "e", "d", "m", "ce", 1.0, 10, 0, "running", started_at=NOW, epoch=3,
+                  start_epoch=3).eta(later) is None  # no epoch finished yet in this attempt
 
 
 # ------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from ncbench.schema import RUN_STATUSES
 
 __all__ = [
@@ -71,6 +73,7 @@ class RunRow:
     nc1: float | None = None
     test_acc: float | None = None
     in_db: bool = True
+    start_epoch: int = 0  # the epoch the latest attempt started from (its checkpoint's, resumed)
 
     @property
     def progress(self) -> float:
@@ -89,14 +92,16 @@ class RunRow:
         return max(0.0, (end - self.started_at).total_seconds())
 
     def eta(self, now: datetime) -> float | None:
-        """Estimated seconds left for a running run: elapsed / epochs done × epochs left."""
-        if self.status != "running" or not self.epoch or self.epoch <= 0:
+        """Estimated seconds left for a running run: the latest attempt's seconds per epoch
+        (elapsed since it started / epochs done since `start_epoch`) × epochs left."""
+        done = (self.epoch or 0) - self.start_epoch
+        if self.status != "running" or done <= 0:
             return None
         elapsed = self.elapsed(now)
         if elapsed is None:
             return None
-        left = max(0, self.epochs - self.epoch)
-        return elapsed / self.epoch * left
+        left = max(0, self.epochs - (self.epoch or 0))
+        return elapsed / done * left
 
     def field(self, name: str) -> Any:
         """A column's value by name (for filters and sorting)."""
@@ -107,7 +112,7 @@ class RunRow:
 
 _RUNS_SQL = """
 SELECT run_id, experiment, dataset, model, loss, width, epochs, seed, status, started_at,
-       finished_at, device, error, coalesce(attempt, 0), last_epoch, heartbeat_at
+       finished_at, device, error, coalesce(attempt, 0), last_epoch, heartbeat_at, {start_epoch}
 FROM runs
 """
 
@@ -135,11 +140,14 @@ def _latest(con: Any, run_ids: list[str] | None) -> dict[str, tuple]:
 
 
 def _select_runs(con: Any, experiments: list[str]) -> list[tuple]:
-    sql, params = _RUNS_SQL, []
+    where, params = "", []
     if experiments:
-        sql += " WHERE experiment IN (" + ", ".join("?" * len(experiments)) + ")"
+        where = " WHERE experiment IN (" + ", ".join("?" * len(experiments)) + ")"
         params = experiments
-    return con.execute(sql, params).fetchall()
+    try:
+        return con.execute(_RUNS_SQL.format(start_epoch="start_epoch") + where, params).fetchall()
+    except duckdb.BinderException:  # a database of schema version 2 (no writer has opened it since)
+        return con.execute(_RUNS_SQL.format(start_epoch="NULL") + where, params).fetchall()
 
 
 def _row(r: tuple, latest: tuple | None) -> RunRow:
@@ -149,7 +157,7 @@ def _row(r: tuple, latest: tuple | None) -> RunRow:
         run_id=r[0], experiment=r[1], dataset=r[2], model=r[3], loss=r[4], width=float(r[5]),
         epochs=int(r[6]), seed=int(r[7]), status=r[8], started_at=r[9], finished_at=r[10],
         device=r[11], error=r[12], attempt=int(r[13] or 0), epoch=last, nc1=_num(nc1),
-        test_acc=_num(acc),
+        test_acc=_num(acc), start_epoch=int(r[16] or 0),
     )
 
 
