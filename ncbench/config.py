@@ -452,27 +452,29 @@ def _check_value(fail, key: str, v: Any) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def check_datasets(specs: Sequence[RunSpec]) -> None:
-    """Raise DatasetNotFoundError (naming the dataset and its expected path) if a dataset of
-    `specs` is absent and its runs have download off. Each distinct dataset is checked once by
-    loading it through `ncbench.data.make_dataset` (imports torch)."""
+def check_datasets(specs: Sequence[RunSpec], *, fetch: bool = True) -> None:
+    """Load each distinct dataset of `specs` once through `ncbench.data.make_dataset` (imports
+    torch), here in the manager, before any worker starts. Raises DatasetNotFoundError (naming the
+    dataset, its expected path and the fix) if one is absent and its runs have download off.
+
+    With download on, this is where the files are fetched: once, by one process (the workers then
+    find them in place), rather than by every worker of a grid at the same time into one folder;
+    and on a cluster, from the submitting machine, which usually has the network that compute
+    nodes lack. `fetch=False` (a dry run) downloads nothing: datasets with download on are
+    skipped."""
     from ncbench import data
 
-    checker = getattr(data, "check_dataset", None)
     done: set[str] = set()
     for spec in specs:
-        if spec.download:
+        if spec.download and not fetch:
             continue
         key = _freeze([spec.dataset, spec.data_root, spec.dataset_params])
         if key in done:
             continue
         done.add(key)
-        if checker is not None:
-            checker(spec.dataset, root=spec.data_root, download=False, **spec.dataset_params)
-        else:
-            data.make_dataset(spec.dataset, root=spec.data_root, download=False,
-                              val_fraction=spec.val_fraction, data_seed=spec.data_seed,
-                              per_class=spec.per_class, **spec.dataset_params)
+        data.make_dataset(spec.dataset, root=spec.data_root, download=spec.download,
+                          val_fraction=spec.val_fraction, data_seed=spec.data_seed,
+                          per_class=spec.per_class, **spec.dataset_params)
 
 
 def check_runs(specs: Sequence[RunSpec], config: Config | None = None) -> None:

@@ -195,6 +195,119 @@ def test_root_from_env(tmp_path, monkeypatch):
         make_dataset("cifar10")
 
 
+# ---- CIFAR download (a local HTTP server stands in for www.cs.toronto.edu) --------------------
+
+
+@pytest.fixture()
+def cifar_server(tmp_path, monkeypatch):
+    """Serves a cifar-10-python.tar.gz of `write_cifar10`'s files over HTTP on localhost and points
+    torchvision's CIFAR10 at it (its url and the archive's md5: everything after that — request,
+    md5 check, extraction, loading — is the real code). Yields (fixture arrays, archive URL)."""
+    import hashlib
+    import http.server
+    import tarfile
+    import threading
+
+    import torchvision.datasets as tvd
+
+    src, site = tmp_path / "src", tmp_path / "site"
+    ref = write_cifar10(src)
+    site.mkdir()
+    archive = site / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(site), **kw)  # noqa: E731
+    http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz"
+    monkeypatch.setattr(tvd.CIFAR10, "url", url)
+    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    try:
+        yield ref, url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _cifar_specs(root: Path, download: bool):
+    from ncbench.runs import RunSpec
+
+    return [RunSpec(experiment="dl", dataset="cifar10", model="mlp", loss=loss, width=0.125,
+                    epochs=1, seed=0, data_root=str(root), download=download,
+                    dataset_params={"verify": False}) for loss in ("ce", "mse")]
+
+
+def test_cifar_download_fetches_once_in_the_preflight(cifar_server, tmp_path):
+    """download = true: `check_datasets` (ncbench run's pre-flight, in the manager) fetches the
+    archive once, checks its md5 and extracts it; the data then loads with download off."""
+    from ncbench.config import check_datasets
+
+    ref, _ = cifar_server
+    root = tmp_path / "data"
+    check_datasets(_cifar_specs(root, download=True), fetch=False)  # a dry run fetches nothing
+    assert not root.exists()
+    check_datasets(_cifar_specs(root, download=True))
+    assert (root / "cifar-10-python.tar.gz").is_file()
+    assert sorted(p.name for p in (root / "cifar-10-batches-py").iterdir()) == sorted(
+        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"])
+    ds = make_dataset("cifar10", root=root, download=False, val_fraction=0.0, verify=False)
+    np.testing.assert_array_equal(ds.train.x.numpy(), ref["x"].transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(ds.test.y.numpy(), ref["yt"])
+    assert ds.classes == ref["names"]
+
+
+@pytest.mark.slow
+def test_ncbench_run_with_download_fetches_in_the_manager_only(cifar_server, tmp_path, monkeypatch):
+    """`ncbench run` (run_grid, local executor) of two runs with download = true: the manager
+    downloads once; the two worker processes — which would fail to reach the real
+    www.cs.toronto.edu from here — find the files in place and train."""
+    from ncbench.executors import run_grid
+
+    monkeypatch.setenv("NCBENCH_THREADS", "1")
+    root = tmp_path / "data"
+    cfg = tmp_path / "experiments.toml"
+    cfg.write_text(f"""[experiments.dl]
+dataset = "cifar10"
+dataset_params = {{ verify = false }}
+data_root = "{root}"
+download = true
+model = "mlp"
+width = 0.125
+loss = ["ce", "mse"]
+epochs = 1
+eval_every = 1
+batch_size = 32
+val_fraction = 0.0
+device = "cpu"
+""")
+    result = run_grid(cfg)
+    assert sorted(result.results.values()) == ["done", "done"], result.results
+    assert (root / "cifar-10-batches-py" / "test_batch").is_file()
+    for run_id in result.results:
+        log = (tmp_path / ".ncbench" / "runs" / run_id / "worker.log").read_text()
+        assert "Downloading" not in log and "toronto" not in log, log
+
+
+def test_cifar_download_failures_name_the_url_and_the_fix(cifar_server, tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    _, url = cifar_server
+    monkeypatch.setattr(tvd.CIFAR10, "url", url.replace(".tar.gz", "-missing.tar.gz"))  # HTTP 404
+    with pytest.raises(DatasetNotFoundError) as e:
+        make_dataset("cifar10", root=tmp_path / "a", download=True, verify=False)
+    msg = str(e.value)
+    assert "-missing.tar.gz failed" in msg and "404" in msg and str(tmp_path / "a") in msg
+    monkeypatch.setattr(tvd.CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")  # refused
+    with pytest.raises(DatasetNotFoundError, match="download of http://127.0.0.1:9/.* failed"):
+        make_dataset("cifar10", root=tmp_path / "b", download=True, verify=False)
+    monkeypatch.setattr(tvd.CIFAR10, "url", url)
+    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", "0" * 32)  # a corrupted download
+    with pytest.raises(DatasetNotFoundError, match="md5"):
+        make_dataset("cifar10", root=tmp_path / "c", download=True, verify=False)
+
+
 # ---- miniImageNet ---------------------------------------------------------------------------
 
 
