@@ -28,6 +28,7 @@ import functools
 import io
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -155,10 +156,43 @@ def _columns(con, relation: str) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE {relation}").fetchall()]
 
 
+def _config_types() -> dict[str, str]:
+    """Run key -> the SQL type its value has in `runs.config` (JSON for tables and lists)."""
+    import dataclasses
+
+    from ncbench.runs import RunSpec
+
+    sql = {"int": "BIGINT", "float": "DOUBLE", "bool": "BOOLEAN", "str": "VARCHAR"}
+    out = {}
+    for f in dataclasses.fields(RunSpec):
+        base = str(f.type).replace(" | None", "").strip()
+        out[f.name] = sql.get(base, "JSON")
+    return out
+
+
+def _config_columns(con, where: str | None) -> dict[str, str]:
+    """name -> SQL expression of the run keys that `where` names but that are no column of
+    `results` or `runs`: e.g. momentum, precision, per_class, lr_gamma — read from `config`
+    with their type, so `--where "momentum = 0.9"` works like `--where "lr = 0.1"`."""
+    if not (where and where.strip()):
+        return {}
+    have = set(_columns(con, "results")) | set(_columns(con, "runs"))
+    out = {}
+    for key, kind in _config_types().items():
+        if key in have or not re.search(rf"(?<![\w.\"']){key}(?![\w\"'])", where):
+            continue
+        path = f"'$.{key}'"
+        out[key] = (f"json_extract(ru.config, {path})" if kind == "JSON"
+                    else f"TRY_CAST(json_extract_string(ru.config, {path}) AS {kind})")
+    return out
+
+
 def _run_relation(con, experiments: Sequence[str] | None = None, *,
-                  metrics: bool = True) -> tuple[str, list[Any]]:
+                  metrics: bool = True, config_keys: Mapping[str, str] | None = None,
+                  ) -> tuple[str, list[Any]]:
     """SQL (and its parameters) for the `results` rows of the runs of `experiments` (all when
-    empty) joined with the `runs` columns that `results` lacks (host, error, ...).
+    empty) joined with the `runs` columns that `results` lacks (host, error, ...), plus
+    `config_keys` (name -> SQL over `ru.config`, from `_config_columns`).
 
     Normally `schema.results_sql` restricted to those runs: the same rows and columns as the
     view, without pivoting every run's metrics first (``metrics=False``: without the columns
@@ -166,7 +200,9 @@ def _run_relation(con, experiments: Sequence[str] | None = None, *,
     schema) is read through its own `results` view, as it says, whatever `metrics` says."""
     res_cols = _columns(con, "results")
     extra = [c for c in _columns(con, "runs") if c not in set(res_cols)]
-    sel = ", ".join(["res.*"] + [f'ru."{c}"' for c in extra])
+    sel = ", ".join(["res.*"] + [f'ru."{c}"' for c in extra]
+                    + [f'{expr} AS "{key}"' for key, expr in (config_keys or {}).items()
+                       if key not in res_cols and key not in extra])
     if not _restricted_ok(con):
         return f"(SELECT {sel} FROM results res JOIN runs ru USING (run_id))", []
     from ncbench.schema import results_sql
@@ -309,7 +345,8 @@ def _select_runs(con, experiments: Sequence[str] | None, where: str | None, *,
         for name in experiments:
             if name not in known:
                 raise UnknownNameError("experiment", name, known)
-    rel, params = _run_relation(con, experiments, metrics=metrics)
+    config_keys = _config_columns(con, where)
+    rel, params = _run_relation(con, experiments, metrics=metrics, config_keys=config_keys)
     sql = f"SELECT * FROM {rel} AS r WHERE 1=1"
     if experiments:
         sql += " AND experiment IN (" + ", ".join("?" for _ in experiments) + ")"
@@ -326,6 +363,9 @@ def _select_runs(con, experiments: Sequence[str] | None, where: str | None, *,
                           + (f" ({hint})" if hint else "")) from None
     names = [d[0] for d in cur.description]
     rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    for row in rows:  # the config keys were columns only for the predicate
+        for key in config_keys:
+            row.pop(key, None)
     for row in rows:
         cfg = row.get("config")
         if isinstance(cfg, str):

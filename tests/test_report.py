@@ -177,6 +177,36 @@ def test_where_filters_and_guards(con):
         report.accuracy_table(con, ["gird"])
 
 
+def test_where_names_config_keys_that_are_no_column(tmp_path):
+    """Run keys kept only in `config` (momentum, precision, per_class, grad_clip, ...) are usable
+    in --where by name, typed as in experiments.toml; they do not leak into the returned rows."""
+    from ncbench.runs import RunSpec
+    from ncbench.store import Store
+
+    base = dict(experiment="k", dataset="digits", model="mlp", loss="ce", width=1.0, epochs=2, seed=0)
+    specs = [RunSpec(**base), RunSpec(**{**base, "seed": 1}, momentum=0.5, precision="bf16"),
+             RunSpec(**{**base, "seed": 2}, per_class=50, grad_clip=None, channels_last=False)]
+    db = tmp_path / "k.duckdb"
+    Store(db).register_runs(specs)
+    c = duckdb.connect(str(db), read_only=True)
+    try:
+        def seeds(where):
+            return sorted(r["seed"] for r in report.select_runs(c, ["k"], where))
+
+        assert seeds("momentum = 0.5 AND precision = 'bf16'") == [1]
+        assert seeds("momentum > 0.6") == [0, 2]
+        assert seeds("per_class IS NULL") == [0, 1] and seeds("per_class >= 50") == [2]
+        assert seeds("grad_clip IS NULL OR NOT channels_last") == [2]
+        assert seeds("lr = 0.1 AND momentum = 0.9 AND seed <> 0") == [2]  # with real columns
+        assert seeds("loss = 'momentum'") == []  # a word inside a string is no key
+        (row,) = report.select_runs(c, ["k"], "precision = 'bf16'")
+        assert "precision" not in row and row["config"]["precision"] == "bf16"
+        with pytest.raises(NcbenchError, match="momentun"):
+            report.select_runs(c, ["k"], "momentun = 0.5")
+    finally:
+        c.close()
+
+
 def test_nc_table_matches_sql(con):
     (block,) = report.nc_table(con, ["grid"])
     assert block.metrics == list(report.NC_METRICS)

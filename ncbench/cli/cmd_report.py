@@ -20,7 +20,7 @@ def report(
     figures: Path = typer.Option(None, "--figures", help="Also write Fig. 1–3 (PNG + PDF) of each experiment to DIR."),
     rows: str = typer.Option("width", "--rows", help="Swept key for the table rows."),
     cols: str = typer.Option("epochs", "--cols", help="Swept key for the table columns."),
-    where: str = typer.Option(None, "--where", help="SQL predicate over run columns, e.g. \"width >= 1 AND loss != 'fl'\"."),
+    where: str = typer.Option(None, "--where", help="SQL predicate over run columns and experiments.toml keys, e.g. \"width >= 1 AND loss != 'fl' AND momentum = 0.9\"."),
     include_unfinished: bool = typer.Option(False, "--include-unfinished",
                                             help="Count runs that are not 'done' (running, failed, ...) too."),
     metric: str = typer.Option("test_acc_at_best_val", "--metric",
