@@ -416,6 +416,16 @@ def test_retry_run_requeues_in_the_store(tmp_path):
 # pilots over the fixed database
 # ------------------------------------------------------------------------------------------
 
+def test_a_poll_with_no_screen_up_does_nothing(tmp_path):
+    """The poll timer can fire while the app shuts down, after its screens are gone: the poll
+    must not raise (it did: Textual's ScreenStackError ended the app with a traceback)."""
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    app = make_app(db)  # not running: no screen on the stack
+    app.poll()
+    assert not app._polling and app.polls == 0
+
+
 @async_test
 async def test_runs_view_counts_filter_and_sort(tmp_path):
     from ncbench.tui.widgets import RunsTable

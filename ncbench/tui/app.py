@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 from rich.text import Text
 from textual import work
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding
 
 from ncbench.errors import NcbenchError
@@ -114,13 +114,18 @@ class NcbenchApp(App[None]):
 
     # -- polling ----------------------------------------------------------------------------------
     def poll(self) -> None:
-        """Start a poll of the database unless one is running."""
+        """Start a poll of the database unless one is running (or no screen is up: the timer can
+        fire while the app shuts down, after its screens are gone)."""
         if self._polling:
+            return
+        try:
+            screen = self.screen
+        except ScreenStackError:
             return
         self._polling = True
         self._load_declared()
         self._check_queue()
-        self._poll_worker(self.screen)
+        self._poll_worker(screen)
 
     @work(thread=True, group="poll", exit_on_error=False)
     def _poll_worker(self, screen: Any) -> None:
