@@ -197,10 +197,16 @@ class TrainSetup:
         return getattr(self.train_model, "failed", None)
 
     def info(self) -> dict[str, Any]:
-        """Fields recorded in the run's `start` event: the effective settings."""
-        return {"precision": self.precision.precision,
-                "precision_requested": self.precision.requested,
-                "channels_last": self.channels_last, "compile": self.compile}
+        """Fields recorded in the run's `start` event: the effective settings. On CUDA also
+        whether float32 convolutions / matmuls may use TF32 (PyTorch's switches, left at their
+        defaults: cuDNN convolutions yes, matmuls no), which sets what "fp32" means there."""
+        out = {"precision": self.precision.precision,
+               "precision_requested": self.precision.requested,
+               "channels_last": self.channels_last, "compile": self.compile}
+        if self.precision.device_type == "cuda":
+            out["tf32_conv"] = bool(torch.backends.cudnn.allow_tf32)
+            out["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
+        return out
 
 
 def setup_training(model: nn.Module, device: str | torch.device, *, precision: str = "fp32",

@@ -143,6 +143,20 @@ def test_channels_last_applies_to_convnets_only_and_can_be_turned_off():
     assert not conv.conv1.weight.is_contiguous()  # converted in place
 
 
+def test_start_info_records_the_tf32_switches_on_cuda(monkeypatch):
+    """What "fp32" means on a GPU depends on PyTorch's TF32 switches: a CUDA run records them."""
+    from ncbench.precision import TrainSetup
+
+    model = torch.nn.Linear(2, 2)
+    cpu = TrainSetup(Precision("fp32", "fp32", "cpu"), False, False, model).info()
+    assert "tf32_conv" not in cpu and "tf32_matmul" not in cpu
+    for conv, matmul in ((True, False), (False, True)):
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", conv)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", matmul)
+        info = TrainSetup(Precision("fp32", "fp32", "cuda"), True, False, model).info()
+        assert (info["tf32_conv"], info["tf32_matmul"], info["precision"]) == (conv, matmul, "fp32")
+
+
 def test_resnet_run_trains_channels_last_by_default_and_records_it():
     """digits are [1, 8, 8] images: a resnet run is NHWC unless channels_last = false, with the
     same numbers up to float rounding."""
