@@ -344,6 +344,15 @@ def test_cancelled_pending_job_ends_interrupted(slurm_cluster, tmp_path):
                       timeout=60, interval=0.5, what="the cancelled job to show")[0]
     assert row["status"] == "interrupted" and "CANCELLED" in row["error"] and job in row["error"]
 
+    # Submitting it again with --detach: one new job, and run_grid returns at once (the run is
+    # `queued` in the store while its directory still ends `interrupted`: that is no retry).
+    t0 = time.monotonic()
+    again = run_grid(cfg, executor="slurm", options={"detach": True})
+    assert list(again.results.values()) == ["queued"] and not again.interrupted
+    (job2,) = _remember_jobs(again.db_path)
+    assert job2 != job and time.monotonic() - t0 < 60
+    subprocess.run(["scancel", job2], check=True, timeout=30)
+
 
 @pytest.mark.slurm
 @pytest.mark.slow

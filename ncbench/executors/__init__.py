@@ -404,9 +404,14 @@ def run_grid(config_path: str | os.PathLike, experiments: Sequence[str] | None =
         todo = list(plan.todo)
         try:
             results = exe.run(todo, wd, store, ui)
-            # Runs set back to `queued` while the grid ran (the TUI's retry): run them too.
-            while not _stopped(todo, results):
-                again = requeued_runs(specs, wd, store)
+            # Runs set back to `queued` while the grid ran (the TUI's retry): run them too —
+            # only once every run given to the executor has ended (not stopped, not detached).
+            while all(results.get(s.run_id) in ("done", "failed", "diverged") for s in todo):
+                try:
+                    again = requeued_runs(specs, wd, store)
+                except Exception as exc:  # noqa: BLE001 - the grid itself is over and stored
+                    ui.note(f"could not look for runs queued again: {exc}")
+                    break
                 if not again:
                     break
                 for spec in again:
