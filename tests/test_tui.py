@@ -416,6 +416,25 @@ def test_retry_run_requeues_in_the_store(tmp_path):
 # pilots over the fixed database
 # ------------------------------------------------------------------------------------------
 
+@async_test
+async def test_notifications_show_brackets_as_they_are(tmp_path):
+    """Notifications carry error texts, paths and log lines: shown as plain text. As Textual
+    markup, "[/]" raised MarkupError while rendering the toast (the app ended) and "[x=1]" vanished."""
+    from textual.widgets._toast import Toast
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    app = make_app(db)
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
+        await fresh_poll(pilot)
+        app.notify("error in [/data/cifar] near [x=1] and [b]this[/b]", severity="error")
+        await wait_for(pilot, lambda: len(app.screen.query(Toast)) == 1, what="the toast")
+        await pilot.pause()
+        shown = [str(t.render()) for t in app.screen.query(Toast)]
+        assert any("error in [/data/cifar] near [x=1] and [b]this[/b]" in t for t in shown), shown
+        assert app.is_running
+
+
 def test_a_poll_with_no_screen_up_does_nothing(tmp_path):
     """The poll timer can fire while the app shuts down, after its screens are gone: the poll
     must not raise (it did: Textual's ScreenStackError ended the app with a traceback)."""

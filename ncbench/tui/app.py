@@ -85,6 +85,13 @@ class NcbenchApp(App[None]):
         self._stop_asked = False  # the user stopped the queue (r): no automatic restart
         self._declared_mtime: float | None = None
 
+    def notify(self, message: str, *, title: str = "", severity: str = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Textual's notify, but plain text by default: messages carry error texts, paths and
+        log lines, whose brackets must show as they are (as markup, `[/]` raised MarkupError and
+        ended the app, and `[x=1]` vanished)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
     # -- lifecycle ------------------------------------------------------------------------------
     def on_mount(self) -> None:
         self._load_declared()

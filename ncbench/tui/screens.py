@@ -147,7 +147,7 @@ class RunsScreen(DbScreen):
         row = self.nc_app.runs.get(run_id) if run_id else None
         experiments = sorted({r.experiment for r in self.nc_app.runs.values()})
         if not experiments:
-            self.notify("no runs to compare yet", severity="warning")
+            self.app.notify("no runs to compare yet", severity="warning")
             return
         self.app.push_screen(CompareScreen(row.experiment if row else experiments[0]))
 
@@ -163,7 +163,7 @@ class RunsScreen(DbScreen):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":
             if self.filter.error:
-                self.notify(self.filter.error, severity="error")
+                self.app.notify(self.filter.error, severity="error")
             event.input.display = bool(event.value.strip())
             self.table.focus()
 
@@ -648,7 +648,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):
-            yield Static(self.question, id="confirm-text")
+            yield Static(Text(self.question), id="confirm-text")  # plain: labels, ids
             yield Static("[b]y[/b] yes    [b]n[/b] no", id="confirm-keys")
 
     def action_answer(self, yes: bool) -> None:
