@@ -452,29 +452,61 @@ def _check_value(fail, key: str, v: Any) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def check_datasets(specs: Sequence[RunSpec], *, fetch: bool = True) -> None:
+def check_datasets(specs: Sequence[RunSpec], *, fetch: bool = True,
+                   config: Config | None = None) -> None:
     """Load each distinct dataset of `specs` once through `ncbench.data.make_dataset` (imports
-    torch), here in the manager, before any worker starts. Raises DatasetNotFoundError (naming the
-    dataset, its expected path and the fix) if one is absent and its runs have download off.
+    torch), here in the manager, before any worker starts, and build each distinct model for it
+    on PyTorch's meta device (no memory, no compute) so that bad `model_params` fail here.
+    Raises DatasetNotFoundError (naming the dataset, its expected path and the fix) if one is
+    absent and its runs have download off, and ConfigError (naming the file, experiment and key
+    when `config` is given) for settings the data or the model refuse (`per_class` larger than
+    a class, an mlp `depth` of 0, ...).
 
     With download on, this is where the files are fetched: once, by one process (the workers then
     find them in place), rather than by every worker of a grid at the same time into one folder;
     and on a cluster, from the submitting machine, which usually has the network that compute
     nodes lack. `fetch=False` (a dry run) downloads nothing: datasets with download on are
     skipped."""
-    from ncbench import data
+    import torch
 
-    done: set[str] = set()
+    from ncbench import data, models
+
+    def located(exc: Exception, spec: RunSpec, key: str | None) -> ConfigError:
+        reason = exc.reason if isinstance(exc, ConfigError) else str(exc)
+        if config is not None:
+            return config.error(reason, experiment=spec.experiment, key=key)
+        return ConfigError(None, reason, experiment=spec.experiment, key=key)
+
+    shapes: dict[Any, tuple[int, tuple[int, ...]]] = {}
+    built: set[Any] = set()
     for spec in specs:
         if spec.download and not fetch:
             continue
-        key = _freeze([spec.dataset, spec.data_root, spec.dataset_params])
-        if key in done:
+        key = _freeze([spec.dataset, spec.data_root, spec.dataset_params, spec.val_fraction,
+                       spec.data_seed, spec.per_class])
+        if key not in shapes:  # (classes, sample shape): the datasets themselves are let go
+            try:
+                ds = data.make_dataset(
+                    spec.dataset, root=spec.data_root, download=spec.download,
+                    val_fraction=spec.val_fraction, data_seed=spec.data_seed,
+                    per_class=spec.per_class, **spec.dataset_params)
+            except ConfigError as exc:
+                k = exc.key if exc.key in KEYS else "dataset_params" if exc.key else None
+                raise located(exc, spec, k) from None
+            shapes[key] = (ds.num_classes, tuple(ds.input_shape))
+            del ds
+        num_classes, input_shape = shapes[key]
+        model_key = (spec.model, spec.width, _freeze(spec.model_params), num_classes, input_shape)
+        if model_key in built:
             continue
-        done.add(key)
-        data.make_dataset(spec.dataset, root=spec.data_root, download=spec.download,
-                          val_fraction=spec.val_fraction, data_seed=spec.data_seed,
-                          per_class=spec.per_class, **spec.dataset_params)
+        built.add(model_key)
+        try:
+            with torch.device("meta"):
+                models.make_model(spec.model, num_classes, spec.width,
+                                  input_shape=input_shape, **spec.model_params)
+        except (ConfigError, TypeError, ValueError) as exc:
+            k = getattr(exc, "key", None)
+            raise located(exc, spec, "width" if k == "width" else "model_params") from None
 
 
 def check_runs(specs: Sequence[RunSpec], config: Config | None = None) -> None:

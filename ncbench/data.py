@@ -285,6 +285,10 @@ def digits(root: Path, download: bool = False, *, test_fraction: float = 0.2) ->
     """
     from sklearn.datasets import load_digits
 
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
+            or not 0.0 < float(test_fraction) < 1.0:
+        raise ConfigError(None, f"digits dataset: test_fraction must be in (0, 1), got "
+                                f"{test_fraction!r}", key="test_fraction")
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
     y = torch.from_numpy(bunch.target.astype(np.int64))
@@ -505,6 +509,9 @@ def miniimagenet(root: Path, download: bool = False, *, test_per_class: int = 10
     600 per class), by a generator seeded with `TEST_SPLIT_SEED` (fixed, independent of
     `data_seed`). Augmentation: random crop with 8-px zero padding + horizontal flip.
     """
+    if isinstance(test_per_class, bool) or not isinstance(test_per_class, int) or test_per_class < 1:
+        raise ConfigError(None, f"miniimagenet dataset: test_per_class must be a positive integer, "
+                                f"got {test_per_class!r}", key="test_per_class")
     found = None
     for base in _mini_dirs(root):
         if all((base / f"mini-imagenet-cache-{s}.pkl").is_file() for s in MINI_SPLITS):

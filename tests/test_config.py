@@ -333,6 +333,33 @@ def test_check_datasets_absent_dataset_names_path(tmp_path):
     check_datasets(expand(load_config(write(tmp_path, BASE, "ok.toml"))))  # digits: bundled
 
 
+@pytest.mark.parametrize("extra,key,reason", [
+    ("model_params = { depth = 0 }", "model_params", "depth must be"),
+    ("model_params = { depht = 2 }", "model_params", "did you mean 'depth'"),
+    ("per_class = 100000", "per_class", "has only"),
+    ("dataset_params = { test_fraction = 2.0 }", "dataset_params", "test_fraction must be in (0, 1)"),
+])
+def test_check_datasets_rejects_what_the_data_or_the_model_refuse(tmp_path, extra, key, reason):
+    """Settings only the dataset or the model can judge fail in the pre-flight check, naming
+    file, experiment and key — not later in every worker."""
+    pytest.importorskip("ncbench.data")
+    cfg = load_config(write(tmp_path, BASE + extra + "\n"))
+    with pytest.raises(ConfigError) as info:
+        check_datasets(expand(cfg), config=cfg)
+    msg = str(info.value)
+    assert msg.startswith(f"{cfg.path}:") and "experiment 'a'" in msg and f"key '{key}'" in msg
+    assert reason in msg
+
+
+def test_ncbench_run_stores_nothing_for_a_bad_model_param(tmp_path):
+    text = BASE.replace('epochs = 3', 'epochs = 3\nmodel_params = { depth = -1 }')
+    out = subprocess.run([sys.executable, "-m", "ncbench", "run", "-c", str(write(tmp_path, text))],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr + out.stdout
+    assert "key 'model_params'" in out.stderr + out.stdout
+    assert not (tmp_path / "ncbench.duckdb").exists() and not (tmp_path / ".ncbench").exists()
+
+
 def test_check_runs_rejects_bad_loss_params(tmp_path):
     pytest.importorskip("ncbench.losses")
     text = BASE.replace('"ce"', '"fl"') + "loss_params = { gama = 3 }\n"

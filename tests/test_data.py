@@ -388,6 +388,15 @@ def test_miniimagenet_bad_pickle(tmp_path):
 # ---- digits, gaussian -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name,kw,key", [("digits", {"test_fraction": 0.0}, "test_fraction"),
+                                         ("digits", {"test_fraction": 1}, "test_fraction"),
+                                         ("miniimagenet", {"test_per_class": 0}, "test_per_class")])
+def test_split_options_out_of_range_name_their_key(tmp_path, name, kw, key):
+    with pytest.raises(ConfigError) as e:
+        make_dataset(name, root=tmp_path, **kw)
+    assert e.value.key == key
+
+
 def test_digits():
     ds = make_dataset("digits")
     assert ds.num_classes == 10 and ds.input_shape == (1, 8, 8) and ds.train.x.dtype == torch.float32

@@ -376,7 +376,7 @@ def run_grid(config_path: str | os.PathLike, experiments: Sequence[str] | None =
     wd = Path(workdir) if workdir is not None else default_workdir(cfg.path)
     if preflight:
         check_runs(specs, cfg)
-        check_datasets(specs, fetch=not dry_run)  # downloads happen here, once
+        check_datasets(specs, fetch=not dry_run, config=cfg)  # downloads happen here, once
     exe = get_executor(executor, **opts)
     if dry_run:
         return GridResult(specs, plan_runs(specs, wd, mark_lost=False), {}, db, wd)
