@@ -92,36 +92,45 @@ def test_retries_requeue_a_failed_run(tmp_path):
     assert query(tmp_path / "ncbench.duckdb", "SELECT status, attempt FROM runs") == [("done", 2)]
 
 
-def test_a_run_retried_while_the_grid_runs_is_rerun_before_it_ends(tmp_path):
+def test_a_run_retried_while_the_grid_runs_starts_at_the_next_free_slot(tmp_path):
     """The TUI's retry (`retry_run`: status back to `queued`) of a run that failed earlier in the
-    same `ncbench run`: the manager reruns it once its planned runs are over, and exits 0."""
+    same `ncbench run` (one slot; runs: fail_once, slow, slow2, slow3), done while `slow` trains:
+    the manager reruns it as soon as a slot frees — after `slow2`, already on standby, and before
+    `slow3` — and exits 0."""
     from ncbench.tui.control import retry_run
 
     marker = tmp_path / "failed-once"
+    slow = "{ delay = 0.02 }"
     params = (f'loss_params = {{ "_runkit:fail_once" = {{ marker = "{marker}" }}, '
-              f'"_runkit:slow_ce" = {{ delay = 0.02 }} }}')
-    cfg = write_config(tmp_path, experiment("flaky", losses=("_runkit:fail_once", "_runkit:slow_ce"),
-                                            epochs=40, eval_every=2, extra=params))
+              f'"_runkit:slow_ce" = {slow}, "_runkit:slow_ce2" = {slow}, "_runkit:slow_ce3" = {slow} }}')
+    losses = ("_runkit:fail_once", "_runkit:slow_ce", "_runkit:slow_ce2", "_runkit:slow_ce3")
+    cfg = write_config(tmp_path, experiment("flaky", losses=losses, epochs=40, eval_every=2,
+                                            extra=params))
     db, workdir = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
     manager = start("run", "--config", str(cfg), "--workers", "1", cwd=tmp_path)
-    flaky = wait_for(lambda: [d for d in run_dirs(workdir)
-                              if "fail_once" in spec_of(d).get("loss", "") and of_type(d, "end")],
-                     what="the first run to fail", proc=manager)[0]
+
+    def run_dir(loss):
+        found = [d for d in run_dirs(workdir) if spec_of(d).get("loss") == loss]
+        return found[0] if found else None
+
+    flaky = wait_for(lambda: (d := run_dir("_runkit:fail_once")) and of_type(d, "end") and d,
+                     what="the first run to fail", proc=manager)
     assert of_type(flaky, "end")[-1]["status"] == "failed"
-    slow = wait_for(lambda: [d for d in run_dirs(workdir) if "slow_ce" in spec_of(d).get("loss", "")],
-                    what="the slow run's dir", proc=manager)[0]
-    wait_for(lambda: checkpointed_and_running(slow), what="the slow run to train", proc=manager)
+    first_slow = wait_for(lambda: run_dir("_runkit:slow_ce"), what="the slow run's dir", proc=manager)
+    wait_for(lambda: checkpointed_and_running(first_slow), what="the slow run to train", proc=manager)
     wait_for(lambda: query(db, "SELECT status FROM runs WHERE run_id = ?", [flaky.name]) == [("failed",)],
              what="the failure in the database", proc=manager)
     assert "queued again" in retry_run(db, flaky.name)
-    manager.wait(timeout=180)
+    manager.wait(timeout=240)
     out = manager.log_path.read_text()
     assert manager.returncode == 0, out
-    assert "was queued again while the grid ran" in out
+    assert "was queued again (a retry): it starts at the next free slot" in out
     assert [e["status"] for e in of_type(flaky, "end")] == ["failed", "done"]
-    assert of_type(slow, "end")[-1]["status"] == "done"
-    assert query(db, "SELECT status, attempt FROM runs WHERE run_id = ?", [flaky.name]) == [("done", 2)]
-    assert query(db, "SELECT status FROM runs WHERE run_id = ?", [slow.name]) == [("done",)]
+    started = {loss: [e["time"] for e in of_type(run_dir(loss), "start")] for loss in losses}
+    assert len(started["_runkit:fail_once"]) == 2
+    assert started["_runkit:slow_ce2"][0] < started["_runkit:fail_once"][1] < started["_runkit:slow_ce3"][0]
+    assert sorted(s for (s,) in query(db, "SELECT status FROM runs")) == ["done"] * 4
+    assert query(db, "SELECT attempt FROM runs WHERE run_id = ?", [flaky.name]) == [(2,)]
     assert_no_duplicate_evals(flaky)
 
 

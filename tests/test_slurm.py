@@ -395,3 +395,57 @@ def test_failed_run_is_failed_then_retried(slurm_cluster, tmp_path, monkeypatch)
     assert len(logged) == 2 and logged[1] == latest
     _SUBMITTED.extend(logged)
     assert sl.query_jobs([logged[0]])[logged[0]].state == "FAILED"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_run_retried_during_a_slurm_grid_is_submitted_again_before_it_ends(
+        slurm_cluster, tmp_path, monkeypatch):
+    """The TUI's retry (`retry_run`) of a run whose job failed, while another job of the grid
+    still runs: `run_grid` submits it again once the executor is done, and it ends done."""
+    import threading
+
+    from ncbench.executors import run_grid
+    from ncbench.tui.control import retry_run
+
+    monkeypatch.setenv("PYTHONPATH", rk.env()["PYTHONPATH"])  # the jobs import _runkit
+    monkeypatch.setenv("NCBENCH_THREADS", "1")
+    marker = tmp_path / "failed-once"
+    params = (f'loss_params = {{ "_runkit:fail_once" = {{ marker = "{marker}" }}, '
+              f'"_runkit:slow_ce" = {{ delay = 0.02 }} }}')
+    cfg = rk.write_config(tmp_path, rk.experiment(
+        "r", losses=("_runkit:fail_once", "_runkit:slow_ce"), epochs=60, eval_every=5, extra=params))
+    db, workdir = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
+    notes: list[str] = []
+
+    class UI:
+        def update(self, views):
+            pass
+
+        def note(self, message):
+            notes.append(message)
+
+    out: dict = {}
+    grid = threading.Thread(target=lambda: out.update(result=run_grid(
+        cfg, executor="slurm", options={"poll_interval": 0.5}, ui_factory=lambda skipped: UI())))
+    grid.start()
+    try:
+        flaky = rk.wait_for(lambda: [d for d in rk.run_dirs(workdir)
+                                     if "fail_once" in rk.spec_of(d).get("loss", "")
+                                     and rk.of_type(d, "end")], timeout=120, what="the failed run")[0]
+        rk.wait_for(lambda: rk.query(db, "SELECT status FROM runs WHERE run_id = ?", [flaky.name])
+                    == [("failed",)], timeout=60, what="the failure in the database")
+        slow = [d for d in rk.run_dirs(workdir) if "slow_ce" in rk.spec_of(d).get("loss", "")][0]
+        assert not rk.of_type(slow, "end"), "the slow run ended before the retry: make it slower"
+        assert "queued again" in retry_run(db, flaky.name)
+    finally:
+        grid.join(timeout=300)
+    assert not grid.is_alive()
+    result = out["result"]
+    _remember_jobs(result.db_path)
+    assert sorted(result.results.values()) == ["done", "done"] and not result.failed
+    assert any("was queued again while the grid ran" in n for n in notes), notes
+    assert [e["status"] for e in rk.of_type(flaky, "end")] == ["failed", "done"]
+    row = _db_runs(db)[flaky.name]
+    assert row["status"] == "done" and row["attempt"] == 2
+

@@ -9,7 +9,13 @@ returns each run's final status. The contract (used by `ncbench run` and impleme
     class Executor(Protocol):
         name: str                                          # "local" | "slurm" → runs.executor
         def run(self, specs: Sequence[RunSpec], workdir: Path, store: Store, ui: RunUI,
+                requeued: Callable[[set[str]], list[RunSpec]] | None = None,
                 ) -> dict[str, str]                        # run_id -> final status
+
+`requeued(held)` (optional to use): the runs set back to `queued` meanwhile (the TUI's retry),
+leaving out the run ids in `held` (those the executor has queued or running);
+an executor with free capacity may start them before its own queue ends (the local one does,
+whenever a slot frees up); `run_grid` runs whatever is left once the executor returns.
 
 `specs` are the runs to do now, in the declared order, already registered in the store and
 already filtered by `plan_runs` (done/diverged/alive-elsewhere runs are not passed). The
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,7 +64,8 @@ class Executor(Protocol):
 
     name: str
 
-    def run(self, specs: Sequence[RunSpec], workdir: Path, store: "Store", ui: "RunUI") -> dict[str, str]:
+    def run(self, specs: Sequence[RunSpec], workdir: Path, store: "Store", ui: "RunUI",
+            requeued: Callable[[set[str]], list[RunSpec]] | None = None) -> dict[str, str]:
         ...
 
 
@@ -403,7 +410,7 @@ def run_grid(config_path: str | os.PathLike, experiments: Sequence[str] | None =
         results: dict[str, str] = {}
         todo = list(plan.todo)
         try:
-            results = exe.run(todo, wd, store, ui)
+            results = exe.run(todo, wd, store, ui, requeued=again_for(specs, wd, store))
             # Runs set back to `queued` while the grid ran (the TUI's retry): run them too —
             # only once every run given to the executor has ended (not stopped, not detached).
             while all(results.get(s.run_id) in ("done", "failed", "diverged") for s in todo):
@@ -418,7 +425,7 @@ def run_grid(config_path: str | os.PathLike, experiments: Sequence[str] | None =
                     ui.note(f"run {spec.run_id} ({spec.label}) was queued again while the grid "
                             f"ran (a retry): running it now")
                 todo += [s for s in again if s not in todo]
-                results.update(exe.run(again, wd, store, ui))
+                results.update(exe.run(again, wd, store, ui, requeued=again_for(specs, wd, store)))
         finally:
             close = getattr(ui, "close", None)
             if close is not None:
@@ -432,6 +439,13 @@ def run_grid(config_path: str | os.PathLike, experiments: Sequence[str] | None =
 def _stopped(todo: Sequence[RunSpec], results: dict[str, str]) -> bool:
     """The user stopped the grid: a run left without a final status, or ended interrupted."""
     return any(s.run_id not in results for s in todo) or "interrupted" in results.values()
+
+
+def again_for(specs: Sequence[RunSpec], workdir: str | os.PathLike, store: "Store"):
+    """The executors' `requeued(held)` callback: `requeued_runs` of `specs` but those held."""
+    def requeued(held: set[str]) -> list[RunSpec]:
+        return requeued_runs([s for s in specs if s.run_id not in held], workdir, store)
+    return requeued
 
 
 def requeued_runs(specs: Sequence[RunSpec], workdir: str | os.PathLike, store: "Store") -> list[RunSpec]:

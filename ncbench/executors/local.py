@@ -33,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -243,8 +243,12 @@ class LocalExecutor:
         return make_slots(self.gpus, self.per_gpu, self.workers)
 
     # -- the manager loop ------------------------------------------------------------------------
-    def run(self, specs: Sequence[RunSpec], workdir: Path, store, ui: RunUI | None = None) -> dict[str, str]:
-        """Run `specs` (declared order) over the slots; returns run_id -> final status."""
+    def run(self, specs: Sequence[RunSpec], workdir: Path, store, ui: RunUI | None = None,
+            requeued: Callable[[set[str]], list[RunSpec]] | None = None) -> dict[str, str]:
+        """Run `specs` (declared order) over the slots; returns run_id -> final status.
+        `requeued(held)`, asked whenever a run ends: runs set back to `queued` meanwhile (a
+        retry in the TUI) but those held here; they go to the front of the queue (after a worker
+        already on standby)."""
         ui = ui or NullUI()
         workdir = Path(workdir)
         slots = self.slots()
@@ -324,6 +328,23 @@ class LocalExecutor:
                         results[a.spec.run_id] = status
                         if status == "failed":
                             ui.note(f"run {a.spec.run_id} ({a.spec.label}) failed: {error}")
+                if finished and requeued is not None and stopping["level"] == 0:
+                    busy = ({a.spec.run_id for a in active.values()} | {s.run_id for s in queue}
+                            | {sp.spec.run_id for sp in standby})
+                    try:
+                        again = [s for s in requeued(busy) if s.run_id not in busy]
+                    except Exception as exc:  # noqa: BLE001 - the grid goes on without them
+                        ui.note(f"could not look for runs queued again: {exc}")
+                        again = []
+                    for spec in reversed(again):
+                        queue.appendleft(spec)
+                        views.setdefault(spec.run_id, RunView(spec.run_id, spec.label, spec.epochs))
+                        views[spec.run_id].status = "queued"
+                        retries_left.setdefault(spec.run_id, self.retries)
+                        results.pop(spec.run_id, None)
+                        ui.note(f"run {spec.run_id} ({spec.label}) was queued again (a retry): "
+                                f"it starts at the next free slot")
+                        changed = True
                 # 3. database, UI (about once per poll_interval, at once when a run ended)
                 now = time.monotonic()
                 if changed or now - last_sync >= self.poll_interval:

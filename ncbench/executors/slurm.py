@@ -621,9 +621,11 @@ class SlurmExecutor:
 
     # -- the manager loop ------------------------------------------------------------------------
     def run(self, specs: Sequence[RunSpec], workdir: Path, store,
-            ui: RunUI | None = None) -> dict[str, str]:
+            ui: RunUI | None = None, requeued=None) -> dict[str, str]:
         """Submit `specs` (adopting runs whose recorded job is still queued or running), then
-        poll until all are over (or return at once with `detach`); returns run_id -> status."""
+        poll until all are over (or return at once with `detach`); returns run_id -> status.
+        `requeued` is not used: every run is submitted at once, and Slurm queues them; runs
+        retried meanwhile are submitted by `run_grid` when this returns."""
         ui = ui or NullUI()
         workdir = Path(workdir)
         tracked: dict[str, _Tracked] = {}

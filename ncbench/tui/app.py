@@ -254,7 +254,7 @@ class NcbenchApp(App[None]):
             self._set_runs(self.db_runs)
         if self.controller.running:
             if row is None or self.controller.runs_experiment(row.experiment):
-                self.notify(msg + "; the running queue reruns it once its planned runs are over")
+                self.notify(msg + "; the running queue starts it at its next free slot")
             else:  # not among the queue's experiments: start the queue again for it afterwards
                 self._retry_later.add(row.experiment)
                 self.notify(msg + f"; the queue starts again for {row.experiment} when it ends")

@@ -7,8 +7,8 @@
   the `runs.pid` column); the worker ends the run as `interrupted`.
 * Retry a failed or interrupted run = set it back to `queued` in the store, then start the queue
   (`ncbench run` reruns failed and interrupted runs, resuming from their checkpoint; it never
-  reruns `done` or `diverged` ones). A queue that is running already reruns it once its planned
-  runs are over (`run_grid` looks for runs queued again); if the run's experiment is not among
+  reruns `done` or `diverged` ones). A queue that is running already starts it at its next free
+  slot (a Slurm grid once its jobs are over: `run_grid` looks for runs queued again); if the run's experiment is not among
   the queue's, the TUI starts the queue again for it when the queue ends.
 """
 
@@ -127,7 +127,8 @@ class QueueController:
 
     def runs_experiment(self, experiment: str) -> bool:
         """Whether the running queue covers `experiment`: it then reruns a run of it that is
-        queued again (a retry) once its planned runs are over (`ncbench.executors.run_grid`)."""
+        queued again (a retry): the local queue at its next free slot, a Slurm grid once its
+        jobs are over (`ncbench.executors.run_grid`)."""
         return self.running and experiment in self.running_experiments
 
     def last_log_line(self) -> str | None:
