@@ -10,7 +10,7 @@ import re
 
 # Bump when the DDL changes: a writer re-applies the DDL (tables IF NOT EXISTS, views replaced)
 # to a database holding an older version; a database of a newer version is refused.
-SCHEMA_VERSION = 3  # 3: runs.start_epoch
+SCHEMA_VERSION = 3  # 3: runs.start_epoch, runs.retry_requested_at
 
 # Status values a run can take, in the order a run normally passes through them.
 RUN_STATUSES = ("queued", "running", "done", "failed", "diverged", "interrupted")
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS runs (
     heartbeat_at  TIMESTAMP,
     pid           INTEGER,
     last_epoch    INTEGER,
-    start_epoch   INTEGER
+    start_epoch   INTEGER,
+    retry_requested_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id  VARCHAR NOT NULL,
@@ -188,7 +189,7 @@ LEFT JOIN best b USING (run_id)
 LEFT JOIN final f USING (run_id)"""
 
 #: Columns of `runs` added after version 1, with their type: `apply` adds them to an older database.
-MIGRATIONS = (("start_epoch", "INTEGER"),)
+MIGRATIONS = (("start_epoch", "INTEGER"), ("retry_requested_at", "TIMESTAMP"))
 
 
 def apply(con) -> None:

@@ -47,7 +47,7 @@ __all__ = [
 
 #: Columns of `runs` that `set_status(..., **fields)` may set.
 RUN_FIELDS = ("started_at", "finished_at", "host", "device", "error", "executor", "slot",
-              "attempt", "slurm_job_id", "heartbeat_at", "pid", "last_epoch")
+              "attempt", "slurm_job_id", "heartbeat_at", "pid", "last_epoch", "retry_requested_at")
 #: Seconds a writer waits for the lock before giving up with a StoreError.
 LOCK_TIMEOUT = 60.0
 #: Counters of this process (for tests and diagnostics): opens that met the lock and retried.
@@ -259,14 +259,15 @@ class StoreWriter:
         )
         return _one(self.con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]))[0] > 0
 
-    def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
-        """run_id -> status of the stored runs among `run_ids`."""
+    def retry_requests(self, run_ids: Iterable[str]) -> set[str]:
+        """The runs among `run_ids` with a pending retry request (`retry_requested_at` set by
+        a retry, cleared when a new attempt starts)."""
         ids = list(run_ids)
         if not ids:
-            return {}
-        rows = self.con.execute("SELECT run_id, status FROM runs WHERE list_contains(?, run_id)",
-                                [ids]).fetchall()
-        return dict(rows)
+            return set()
+        rows = self.con.execute("SELECT run_id FROM runs WHERE list_contains(?, run_id) "
+                                "AND retry_requested_at IS NOT NULL", [ids]).fetchall()
+        return {r[0] for r in rows}
 
     def ingest_run_dir(self, run_dir: str | Path) -> int:
         """Read one run dir's new events and heartbeat into the database: registers the run
@@ -297,6 +298,7 @@ class StoreWriter:
 
         update: dict[str, Any] = {}
         metrics: dict[tuple[int, str], float | None] = {}
+        started = None  # time of the latest start event read now
         for ev in events:
             kind = ev.get("type")
             t = parse_time(ev.get("time"))
@@ -305,6 +307,7 @@ class StoreWriter:
                               host=ev.get("host"), device=ev.get("device"), pid=ev.get("pid"),
                               attempt=ev.get("attempt"),
                               start_epoch=ev.get("resumed_from_epoch") or 0)
+                started = t
             elif kind == "eval":
                 try:
                     epoch = int(ev["epoch"])
@@ -339,6 +342,9 @@ class StoreWriter:
                 f"UPDATE runs SET {', '.join(f'{c} = ?' for c in cols)} WHERE run_id = ?",
                 [*(_db_value(c, update[c]) for c in cols), run_id],
             )
+        if started is not None:  # an attempt that started after a retry request honours it
+            self.con.execute("UPDATE runs SET retry_requested_at = NULL WHERE run_id = ? "
+                             "AND retry_requested_at <= ?", [run_id, _db_value("started_at", started)])
         if cur is not None:
             self._pending_offsets[key] = (cur, new_offset)
         return len(metrics)

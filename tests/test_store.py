@@ -262,6 +262,33 @@ def test_a_version_2_database_is_read_then_upgraded_keeping_its_runs(tmp_path):
     assert rows(db, "SELECT status, attempt, start_epoch FROM runs") == [("running", 2, 6)]
 
 
+def test_a_retry_request_lasts_until_the_next_attempt_starts(tmp_path):
+    """`retry_run` (the TUI's R) marks the run; status writes (an executor deciding the job that
+    just ended) leave the mark, which `requeued_runs` reads; the next start event clears it."""
+    from ncbench.executors import requeued_runs
+    from ncbench.tui.control import retry_run
+
+    db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
+    failed, done = make_specs(2)
+    store = Store(db)
+    store.register_runs([failed, done])
+    run_dir = fake_run(work, failed, {1: {"nc1": 1.0}}, end="failed")
+    fake_run(work, done, {1: {"nc1": 1.0}}, end="done")
+    store.sync(work)
+    assert requeued_runs([failed, done], work, store) == []
+    retry_run(db, failed.run_id)
+    retry_run(db, done.run_id)  # a done run is never rerun, request or not
+    store.set_status(failed.run_id, "failed")  # e.g. the Slurm executor's late verdict
+    assert requeued_runs([failed, done], work, Store(db)) == [failed]
+    with store.write() as w:
+        assert w.retry_requests([failed.run_id, done.run_id]) == {failed.run_id, done.run_id}
+    EventLog(run_dir).start(2, host="h", device="cpu", pid=1, resumed_from_epoch=1)
+    store.sync(work)
+    assert requeued_runs([failed, done], work, store) == []
+    assert rows(db, "SELECT status, retry_requested_at FROM runs WHERE run_id = ?",
+                [failed.run_id]) == [("running", None)]
+
+
 def test_status_rows_merge_config_and_db(tmp_path):
     db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
     a, b = make_specs(2)

@@ -449,20 +449,19 @@ def again_for(specs: Sequence[RunSpec], workdir: str | os.PathLike, store: "Stor
 
 
 def requeued_runs(specs: Sequence[RunSpec], workdir: str | os.PathLike, store: "Store") -> list[RunSpec]:
-    """The runs of `specs` that are `queued` in the store although their directory says they
-    ended failed or interrupted: set back by a retry (`ncbench.tui.control.retry_run`) while the
-    grid ran. The store is synced with the run directories first, so a run whose last attempt
-    ended since it was last synced shows its real status; done, diverged and alive runs are never
-    returned (`plan_runs` decides, writing nothing)."""
+    """The runs of `specs` with a pending retry request in the store (`retry_requested_at`,
+    set by `ncbench.tui.control.retry_run`) whose directory says they ended failed or
+    interrupted. The store is synced with the run directories first (a start event clears the
+    request); done, diverged and alive runs are never returned (`plan_runs` decides, writing
+    nothing)."""
     wd = Path(workdir)
     present = [s for s in specs if run_dir_of(wd, s.run_id).is_dir()]
     if not present:
         return []
     with store.write() as w:
         w.sync(wd, run_ids=[s.run_id for s in present])
-        status = w.statuses([s.run_id for s in present])
-    queued = [s for s in present if status.get(s.run_id) == "queued"]
-    plan = plan_runs(queued, wd, mark_lost=False)
+        asked = w.retry_requests([s.run_id for s in present])
+    plan = plan_runs([s for s in present if s.run_id in asked], wd, mark_lost=False)
     return [s for s in plan.todo if plan.states[s.run_id].status in ("failed", "interrupted")]
 
 

@@ -545,7 +545,10 @@ def _apply(w, run_dir: Path, record: dict, verdict: Verdict) -> None:
     fields: dict[str, Any] = {"executor": "slurm", "slurm_job_id": record.get("job_id")}
     if verdict.slot:
         fields["slot"] = verdict.slot
-    w.set_status(rid, verdict.status, **fields)
+    status = verdict.status
+    if verdict.final and w.retry_requests([rid]):
+        status = "queued"  # retried (the TUI) as its job was ending: it is submitted again
+    w.set_status(rid, status, **fields)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ncbench.errors import NcbenchError
@@ -213,11 +214,14 @@ def cancel_run(workdir: str | Path | None, run_id: str, *, db_pid: int | None = 
 
 
 def retry_run(db_path: str | Path, run_id: str) -> str:
-    """Set a failed / interrupted run back to `queued`; `ncbench run` reruns it (resuming from
-    its checkpoint). Diverged runs are not rerun by `ncbench run` (they are deterministic)."""
+    """Set a failed / interrupted run back to `queued` with a retry request
+    (`runs.retry_requested_at`, cleared when its next attempt starts): a running `ncbench run`
+    of its experiment reruns it (resuming from its checkpoint), and so does the next one.
+    Diverged runs are not rerun by `ncbench run` (they are deterministic)."""
     from ncbench.store import Store
 
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
     if not Store(db_path, lock_timeout=10.0).set_status(run_id, "queued", error=None,
-                                                         finished_at=None):
+                                                         finished_at=None, retry_requested_at=now):
         raise ControlError(f"run {run_id} is not in the database")
     return f"run {run_id} queued again"
