@@ -170,13 +170,13 @@ def _config_types() -> dict[str, str]:
     return out
 
 
-def _config_columns(con, where: str | None) -> dict[str, str]:
-    """name -> SQL expression of the run keys that `where` names but that are no column of
-    `results` or `runs`: e.g. momentum, precision, per_class, lr_gamma — read from `config`
-    with their type, so `--where "momentum = 0.9"` works like `--where "lr = 0.1"`."""
+def _config_columns(where: str | None, have: Iterable[str]) -> dict[str, str]:
+    """name -> SQL expression of the run keys that `where` names but that are no column
+    (`have`): e.g. momentum, precision, per_class, lr_gamma — read from `config` with their
+    type, so `--where "momentum = 0.9"` works like `--where "lr = 0.1"`."""
     if not (where and where.strip()):
         return {}
-    have = set(_columns(con, "results")) | set(_columns(con, "runs"))
+    have = set(have)
     out = {}
     for key, kind in _config_types().items():
         if key in have or not re.search(rf"(?<![\w.\"']){key}(?![\w\"'])", where):
@@ -187,12 +187,11 @@ def _config_columns(con, where: str | None) -> dict[str, str]:
     return out
 
 
-def _run_relation(con, experiments: Sequence[str] | None = None, *,
-                  metrics: bool = True, config_keys: Mapping[str, str] | None = None,
-                  ) -> tuple[str, list[Any]]:
+def _run_relation(con, experiments: Sequence[str] | None = None, *, metrics: bool = True,
+                  where: str | None = None) -> tuple[str, list[Any], list[str]]:
     """SQL (and its parameters) for the `results` rows of the runs of `experiments` (all when
-    empty) joined with the `runs` columns that `results` lacks (host, error, ...), plus
-    `config_keys` (name -> SQL over `ru.config`, from `_config_columns`).
+    empty) joined with the `runs` columns that `results` lacks (host, error, ...), plus, as
+    columns, the config keys that `where` names (`_config_columns`; their names come third).
 
     Normally `schema.results_sql` restricted to those runs: the same rows and columns as the
     view, without pivoting every run's metrics first (``metrics=False``: without the columns
@@ -200,17 +199,17 @@ def _run_relation(con, experiments: Sequence[str] | None = None, *,
     schema) is read through its own `results` view, as it says, whatever `metrics` says."""
     res_cols = _columns(con, "results")
     extra = [c for c in _columns(con, "runs") if c not in set(res_cols)]
+    config_keys = _config_columns(where, res_cols + extra)
     sel = ", ".join(["res.*"] + [f'ru."{c}"' for c in extra]
-                    + [f'{expr} AS "{key}"' for key, expr in (config_keys or {}).items()
-                       if key not in res_cols and key not in extra])
+                    + [f'{expr} AS "{key}"' for key, expr in config_keys.items()])
     if not _restricted_ok(con):
-        return f"(SELECT {sel} FROM results res JOIN runs ru USING (run_id))", []
+        return f"(SELECT {sel} FROM results res JOIN runs ru USING (run_id))", [], list(config_keys)
     from ncbench.schema import results_sql
 
     names = list(dict.fromkeys(experiments or ()))
     flt = f"experiment IN ({', '.join('?' for _ in names)})" if names else "TRUE"
     return (f"(SELECT {sel} FROM ({results_sql(flt, metrics=metrics)}) res "
-            "JOIN runs ru USING (run_id))", names)
+            "JOIN runs ru USING (run_id))", names, list(config_keys))
 
 
 @functools.cache
@@ -345,8 +344,7 @@ def _select_runs(con, experiments: Sequence[str] | None, where: str | None, *,
         for name in experiments:
             if name not in known:
                 raise UnknownNameError("experiment", name, known)
-    config_keys = _config_columns(con, where)
-    rel, params = _run_relation(con, experiments, metrics=metrics, config_keys=config_keys)
+    rel, params, config_keys = _run_relation(con, experiments, metrics=metrics, where=where)
     sql = f"SELECT * FROM {rel} AS r WHERE 1=1"
     if experiments:
         sql += " AND experiment IN (" + ", ".join("?" for _ in experiments) + ")"

@@ -36,7 +36,7 @@ import duckdb
 from ncbench import schema
 from ncbench.errors import StoreError
 from ncbench.events import (
-    EVENTS_FILE, SPEC_FILE, parse_time, read_events_from, read_heartbeat, read_spec,
+    EVENTS_FILE, parse_time, read_events_from, read_heartbeat, read_spec,
 )
 from ncbench.runs import RunSpec
 

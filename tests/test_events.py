@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from ncbench.events import (
     EventLog, parse_time, read_events, read_events_from, read_heartbeat, read_spec, write_spec,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import pytest
 import _runkit as rk
 from ncbench.cli.cmd_status import load_status
 from ncbench.errors import ConfigError
-from ncbench.events import EventLog, read_events
+from ncbench.events import EventLog
 from ncbench.executors import slurm as sl
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -90,7 +90,7 @@ def status(
     while `ncbench run` is writing (data at most a few seconds old)."""
     from ncbench.errors import ConfigError
     from ncbench.schema import RUN_STATUSES
-    from ncbench.store import status_counts, to_jsonable
+    from ncbench.store import to_jsonable
 
     for s in only or []:
         if s not in RUN_STATUSES:
