@@ -19,6 +19,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
+#: The smallest valid experiments.toml: one digits/mlp/ce run of 3 epochs (tests append keys).
+DIGITS_TOML = '''
+[experiments.a]
+dataset = "digits"
+model = "mlp"
+loss = "ce"
+epochs = 3
+'''
+
 TINY_DATA = '{ num_classes = 4, dim = 8, n_train_per_class = 40, n_test_per_class = 20 }'
 
 

@@ -15,18 +15,11 @@ from ncbench.config import (
     BUILTIN_NAMES, KEYS, SWEEP_ORDER, check_datasets, check_runs, default_db_path, expand,
     load_config, select,
 )
+from _runkit import DIGITS_TOML as BASE
 from ncbench.errors import ConfigError, DatasetNotFoundError
 from ncbench.runs import RunSpec, canonical_json
 
 ROOT = Path(__file__).resolve().parents[1]
-
-BASE = '''
-[experiments.a]
-dataset = "digits"
-model = "mlp"
-loss = "ce"
-epochs = 3
-'''
 
 
 def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:

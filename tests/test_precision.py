@@ -14,18 +14,11 @@ from ncbench.models import make_model
 from ncbench.precision import (
     CompileFallback, Precision, compile_model, resolve_precision, setup_training, uses_convolutions,
 )
-from _runkit import one_thread, tiny_spec  # noqa: F401  (one_thread: a fixture)
+from _runkit import DIGITS_TOML as BASE, one_thread, tiny_spec  # noqa: F401  (one_thread: a fixture)
 
 from ncbench.runs import RunSpec
 from ncbench.train import ListSink, evaluate, train_epoch, train_run
 
-BASE = '''
-[experiments.a]
-dataset = "digits"
-model = "mlp"
-loss = "ce"
-epochs = 3
-'''
 TIMING = ("wall_seconds", "eval_seconds", "epoch_seconds")
 
 
