@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
-from ncbench.events import read_events
+from ncbench.events import read_events, read_spec
+from ncbench.paths import default_workdir
+from ncbench.rundir import run_dirs
 from ncbench.runs import RunSpec
 from ncbench.train import ListSink, train_run
 
@@ -93,10 +95,10 @@ def main(out_path: str) -> None:
             p = subprocess.run([sys.executable, "-m", "ncbench", "run", *args, "--config", str(cfg)],
                                capture_output=True, text=True, cwd=d)
             starts = []
-            for rd in sorted((Path(d) / ".ncbench" / "runs").iterdir()):
+            for rd in run_dirs(default_workdir(cfg)):
                 ev = read_events(rd)
                 st = [e for e in ev if e["type"] == "start"]
-                if st and st[-1].get("time", "") >= "" and json.loads((rd / "spec.json").read_text())["experiment"] == args[0]:
+                if st and st[-1].get("time", "") >= "" and read_spec(rd).experiment == args[0]:
                     ends = [e for e in ev if e["type"] == "end"]
                     starts.append({k: st[-1].get(k) for k in ("device", "slot", "cuda_visible_devices",
                                                              "threads", "precision", "channels_last")}

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from ncbench.config import expand, load_config
-from ncbench.executors import NullUI
+from ncbench.executors.base import NullUI
 from ncbench.executors.local import LocalExecutor
+from ncbench.paths import default_db_path, default_workdir
 from ncbench.store import Store
 
 CONFIG = """
@@ -41,10 +42,10 @@ def one(n: int, **executor) -> float:
         cfg = Path(d) / "experiments.toml"
         cfg.write_text(CONFIG)
         specs = expand(load_config(cfg))[:n]
-        store = Store(Path(d) / "ncbench.duckdb")
+        store = Store(default_db_path(cfg))
         store.register_runs(specs)
         t = time.perf_counter()
-        results = LocalExecutor(workers=1, **executor).run(specs, Path(d) / ".ncbench", store, NullUI())
+        results = LocalExecutor(workers=1, **executor).run(specs, default_workdir(cfg), store, NullUI())
         wall = time.perf_counter() - t
         assert set(results.values()) == {"done"}, results
         return wall

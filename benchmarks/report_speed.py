@@ -7,9 +7,9 @@ its configurations, six curves (NC1–NC4, test and train accuracy) of one confi
 accuracy table and the NC table.
 
 * baseline, "views": the way before `schema.results_sql` — every call reads the global `results`
-  / `epochs` views (forced here by making `report._restricted_ok` answer False, the path an
-  older database's views take), with the old compare view's pattern: one read-only session per
-  call, one `curves` call per chart (10 sessions, 9 evaluations of `results`);
+  / `epochs` views (forced here by making `report.query._restricted_ok` answer False, the path
+  an older database's views take), with the old compare view's pattern: one read-only session
+  per call, one `curves` call per chart (10 sessions, 9 evaluations of `results`);
 * "per-experiment": this version — `results_sql` restricted to the experiment's runs, the
   curves from `metrics` rows of the configuration's runs — with the new compare view's pattern:
   one session for `list_experiments`, `configurations`, `curves_many` (six metrics) and
@@ -61,13 +61,14 @@ def main() -> None:
     from tui_refresh import build_db
 
     from ncbench import report
+    from ncbench.report import query
     from ncbench.store import read_connection
 
-    fast_ok = report._restricted_ok
+    fast_ok = query._restricted_ok
 
     def views(on: bool) -> None:
         """Read through the global views (the old way) or not."""
-        report._restricted_ok = (lambda con: False) if on else fast_ok
+        query._restricted_ok = (lambda con: False) if on else fast_ok
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.duckdb"

@@ -18,6 +18,7 @@ import duckdb
 
 from ncbench import schema
 from ncbench.events import EventLog, write_spec
+from ncbench.rundir import run_dir_of
 from ncbench.runs import RunSpec
 from ncbench.store import Store
 
@@ -60,8 +61,8 @@ def time_executemany(path: Path, data: list[tuple]) -> float:
 def time_sync_session(tmp: Path, n: int = 10) -> float:
     work = tmp / "work"
     spec = RunSpec(experiment="b", dataset="digits", model="mlp", loss="ce", width=1, epochs=10, seed=0)
-    write_spec(work / "runs" / spec.run_id, spec)
-    EventLog(work / "runs" / spec.run_id).eval(1, {"a": 1.0})
+    write_spec(run_dir_of(work, spec.run_id), spec)
+    EventLog(run_dir_of(work, spec.run_id)).eval(1, {"a": 1.0})
     store = Store(tmp / "s.duckdb")
     store.sync(work)
     times = []

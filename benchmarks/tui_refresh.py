@@ -10,14 +10,15 @@ Measured, each the median of several repetitions:
   open read-only, `RunsReader.read` (the runs table, then the latest metrics of the 10 changed
   runs), close — the part that holds the file (and could delay a writer);
 * `ui apply`: RunsTable.show with those 10 runs changed (100 running runs' clocks tick);
-* first poll: `fetch_runs` of everything and the first display of all 1 000 rows (once);
+* first poll: `ncbench.listing.stored_rows` of everything and the first display of all 1 000
+  rows (once);
 * run detail: a run's full history (first open) and one new evaluation (incremental);
 * compare view: the `ncbench.report` calls for one experiment (200 runs).
 
 Baselines measured in the same run on the same database:
 
 * `per-run queries`: one latest-metrics query per run (1 000 queries over one connection);
-* `store.status_rows`: the store's status listing (what `ncbench status` prints).
+* `listing.list_runs`: the whole listing in one session (what `ncbench status` prints).
 
 Usage: .venv/bin/python benchmarks/tui_refresh.py [--runs 1000] [--evals 160] [--repeat 7]
 """
@@ -89,8 +90,9 @@ def main() -> None:
     import duckdb
 
     from ncbench import report
-    from ncbench.store import latest_metrics, read_connection, status_rows
-    from ncbench.tui.data import RunSeries, RunsReader, fetch_runs, fetch_series
+    from ncbench.listing import latest_metrics, list_runs, stored_rows
+    from ncbench.store import read_connection
+    from ncbench.tui.data import RunSeries, RunsReader, fetch_series
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.duckdb"
@@ -101,7 +103,7 @@ def main() -> None:
 
         def db_full():
             with read_connection(db) as con:
-                return fetch_runs(con)
+                return stored_rows(con)
 
         rows = db_full()
         assert len(rows) == args.runs
@@ -147,7 +149,7 @@ def main() -> None:
                     latest_metrics(con, ("nc1", "test_acc"), [rid])
 
         naive = median_ms(per_run_queries, max(1, args.repeat // 3))
-        status = median_ms(lambda: status_rows([], db), max(1, args.repeat // 2))
+        status = median_ms(lambda: list_runs([], db), max(1, args.repeat // 2))
 
         # run detail: the first load of one run, then one new evaluation
         def series_first():
@@ -198,7 +200,7 @@ def main() -> None:
     print("baselines (same database, same run)")
     print(f"{'  per-run queries (1 000 queries)':<44} {naive:9.1f}   "
           f"{naive / ours_db:6.1f}× the TUI's db read")
-    print(f"{'  store.status_rows (ncbench status)':<44} {status:9.1f}   "
+    print(f"{'  listing.list_runs (ncbench status)':<44} {status:9.1f}   "
           f"{status / ours_db:6.1f}× the TUI's db read")
 
 
@@ -226,7 +228,8 @@ async def measure_ui(db: Path, rows: dict, repeat: int) -> tuple[float, float]:
             changed = dict(app.runs)
             for rid in running:
                 r = changed[rid]
-                changed[rid] = replace(r, epoch=(r.epoch or 0) + 1 + k, nc1=0.5 / (k + 1))
+                changed[rid] = replace(r, last_epoch=(r.last_epoch or 0) + 1 + k,
+                                       nc1=0.5 / (k + 1))
             app.runs = changed
             t = time.perf_counter()
             screen.runs_changed()

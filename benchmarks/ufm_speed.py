@@ -35,7 +35,8 @@ import torch  # noqa: E402
 
 from ncbench.losses import make_loss  # noqa: E402
 from ncbench.nc import collapse_metrics  # noqa: E402
-from ncbench.ufm import _initial_point, _Objective, solve_ufm  # noqa: E402
+from ncbench.ufm import solve_ufm  # noqa: E402
+from ncbench.ufm.problem import Objective, initial_point  # noqa: E402
 
 
 def first_time_below(traj: list[tuple[float, float]], level: float) -> float | None:
@@ -45,13 +46,13 @@ def first_time_below(traj: list[tuple[float, float]], level: float) -> float | N
     return None
 
 
-def nc_of(obj: _Objective, x: torch.Tensor) -> tuple[float, float]:
+def nc_of(obj: Objective, x: torch.Tensor) -> tuple[float, float]:
     W, H, b = obj.split(x.detach().cpu())
     m = collapse_metrics(H.T, obj.labels.cpu(), W, b)
     return m["nc1"], m["nc2_centered"]
 
 
-def run_adam(obj: _Objective, x0: torch.Tensor, budget: float, lr: float = 1e-2):
+def run_adam(obj: Objective, x0: torch.Tensor, budget: float, lr: float = 1e-2):
     x = x0.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     traj, it, start = [], 0, time.perf_counter()
@@ -68,7 +69,7 @@ def run_adam(obj: _Objective, x0: torch.Tensor, budget: float, lr: float = 1e-2)
     return x.detach(), f, rel, it, traj
 
 
-def run_gd(obj: _Objective, x0: torch.Tensor, budget: float):
+def run_gd(obj: Objective, x0: torch.Tensor, budget: float):
     """Gradient descent with Armijo backtracking; the step grows ×2 after each accepted step."""
     x, step = x0.clone(), 1.0
     f, g = obj(x)
@@ -92,7 +93,7 @@ def run_gd(obj: _Objective, x0: torch.Tensor, budget: float):
     return x, f, rel, it, traj
 
 
-def run_scipy(obj: _Objective, x0: torch.Tensor):
+def run_scipy(obj: Objective, x0: torch.Tensor):
     from scipy.optimize import minimize
 
     def fun(v):
@@ -159,8 +160,8 @@ def main() -> None:
         print(f"{name:5} {'ncbench L-BFGS':22} {res.seconds:8.3f} {res.iterations:6d} {res.rel_grad_norm:9.1e} "
               f"{0.0:9.1e} {res.metrics['nc1']:9.1e} {res.metrics['nc2_centered']:9.1e} "
               f"{t4 if t4 is not None else float('nan'):8.3f} {res.seconds:8.3f} {1.0:9.1f}", flush=True)
-        obj = _Objective(make_loss(name, K), K, d, n, lam, lam, lam, torch.device("cpu"))
-        x0 = _initial_point(obj, a.seed, 1.0, torch.device("cpu"))
+        obj = Objective(make_loss(name, K), K, d, n, lam, lam, lam, torch.device("cpu"))
+        x0 = initial_point(obj, a.seed, 1.0, torch.device("cpu"))
         try:
             x, f, rel, it, sec, msg = run_scipy(obj, x0)
         except ImportError:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ncbench.errors import ConfigError
+from ncbench.errors import ParameterError
 
 __all__ = ["CifarResNet", "BasicBlock", "Bottleneck", "ResNet"]
 
@@ -45,7 +45,7 @@ class CifarResNet(ResNet):
             self.conv1 = nn.Conv2d(in_channels, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         else:
-            raise ConfigError(None, f"unknown ResNet stem {stem!r}; use 'cifar' or 'imagenet'", key="stem")
+            raise ParameterError(f"unknown ResNet stem {stem!r}; use 'cifar' or 'imagenet'", key="stem")
         self.stem = stem
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)

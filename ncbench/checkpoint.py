@@ -5,15 +5,19 @@ can read back — tensors, numbers, strings, lists, tuples, dicts only:
 
     {"format": 1, "epoch": E,                      # epochs completed (1-based), E ≥ 1
      "model": state_dict, "optimizer": state_dict, "scheduler": state_dict,
-     "rng": {"torch": ByteTensor, "cuda": [ByteTensor, …], "numpy": {...}, "python": [...],
-             "data": ByteTensor},                  # the data-order/augmentation generator
+     "scaler": state_dict | None,                  # the fp16 GradScaler's (None without one)
+     "rng": {"torch": ByteTensor, "cuda": [ByteTensor, …], "numpy": {...}, "python": {...},
+             "data": ByteTensor},                  # "data": only with a data generator
      "best": {"epoch": E*, "val_acc": …, "test_acc": …} | None,
+     "wall_seconds": float,                        # the run's wall time so far, all attempts
      "run_id": str}
 
-It is written only after the evaluation of epoch E was emitted (so a resumed run starts at
-epoch E + 1 and never re-logs an epoch). Writes go to a temporary file in the same directory,
-are fsync'd, then `os.replace`d over the old checkpoint, and the directory is fsync'd: a crash
-leaves either the old or the new checkpoint, never a torn one.
+`ncbench.train` writes it after the evaluation of epoch E was emitted, and after an epoch
+between evaluations when `CHECKPOINT_SECONDS` passed since the last one (that epoch was not
+evaluated): a resumed run starts at epoch E + 1 and never re-logs an epoch. Its data order
+comes from (seed, epoch) alone, so it saves no "data" state. Writes go to a temporary file in
+the same directory, are fsync'd, then `os.replace`d over the old checkpoint, and the directory
+is fsync'd: a crash leaves either the old or the new checkpoint, never a torn one.
 """
 
 from __future__ import annotations
@@ -26,38 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 
-CHECKPOINT_NAME = "checkpoint.pt"
+from ncbench.events import atomic_write_bytes
+from ncbench.rundir import CHECKPOINT_FILE
+
 FORMAT = 1
 
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
-    """`<run_dir>/checkpoint.pt`."""
-    return Path(run_dir) / CHECKPOINT_NAME
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically (tmp file in the same dir, fsync, os.replace, fsync dir)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+    """`<run_dir>/checkpoint.pt` (the name is `ncbench.rundir.CHECKPOINT_FILE`)."""
+    return Path(run_dir) / CHECKPOINT_FILE
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -66,7 +47,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
 
     buf = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), sync_dir=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:

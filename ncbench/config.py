@@ -1,6 +1,6 @@
 """experiments.toml: load, validate, and expand into `RunSpec`s (one per run, with a stable id).
 
-File layout (documented in docs/readme/20-experiments-toml.md):
+File layout (documented in docs/experiments-toml.md):
 
 ```toml
 default = "demo"            # experiment(s) `ncbench run` runs when none is named (else the first)
@@ -25,9 +25,12 @@ varies slowest, then `epochs`, then the other keys in the order of `RunSpec`'s f
 fastest — so the first runs to finish already compare every loss (and width) at the first seed
 and the shortest schedule.
 
-This module never imports torch: loss/model/dataset names are checked against the built-in name
-lists below (kept equal to the registries by tests) or must be "package.module:callable".
-`check_datasets`/`check_runs` import the real modules, for the run command's pre-flight check.
+Validation lives here, once per value: the type and range of every key, and names against the
+declared built-in names of `ncbench.names` (which the registries are held to) or
+"package.module:callable". This module never imports torch or training code, not even lazily:
+what only a loss, model or dataset can judge (its parameters, `per_class` against a class's
+size, an import path resolving) is `ncbench.preflight`'s job, for the run command. Where the
+files are (the config, the database and workdir beside it) is `ncbench.paths`'s.
 """
 
 from __future__ import annotations
@@ -37,34 +40,19 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ncbench.errors import ConfigError, NcbenchError, closest
+from ncbench.errors import ConfigError, did_you_mean
+from ncbench.names import BUILTIN, EXECUTORS, PRECISIONS
+from ncbench.paths import DEFAULT_CONFIG, default_db_path, default_workdir
 from ncbench.registry import is_import_path
 from ncbench.runs import RunSpec
 
-__all__ = [
-    "Config", "load_config", "expand", "select", "check_datasets", "check_runs",
-    "default_db_path", "default_workdir", "BUILTIN_NAMES", "KEYS", "DEFAULT_CONFIG",
-    "PRECISIONS",
-]
+__all__ = ["Config", "load_config", "expand", "select", "freeze", "KEYS", "SWEEP_ORDER"]
 
-DEFAULT_CONFIG = "experiments.toml"
-DB_NAME = "ncbench.duckdb"
-WORKDIR_NAME = ".ncbench"
-
-#: Built-in registry names (ncbench.losses / ncbench.models / ncbench.data). Kept here so that
-#: views can validate a config without importing torch; tests check they equal the registries.
-BUILTIN_NAMES: dict[str, tuple[str, ...]] = {
-    "loss": ("ce", "fl", "ls", "mse"),
-    "model": ("mlp", "resnet18", "wrn18", "wrn50"),
-    "dataset": ("cifar10", "cifar100", "digits", "gaussian", "miniimagenet"),
-}
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 #: Every key an experiment (or [defaults]) accepts, in RunSpec field order.
@@ -76,19 +64,8 @@ CONFIG_DEFAULTS = {"width": 1.0, "seed": 0}
 #: Keys that cannot sweep: they say where a run is computed, not what (not part of the run id).
 SCALAR_ONLY = RunSpec.PLACEMENT_KEYS
 TOP_LEVEL_KEYS = ("default", "defaults", "experiments", "executor")
-EXECUTORS = ("local", "slurm")
 _TABLE_KEYS = ("loss_params", "dataset_params", "model_params")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def default_db_path(config_path: str | Path = DEFAULT_CONFIG) -> Path:
-    """`ncbench.duckdb` beside the config file."""
-    return Path(config_path).parent / DB_NAME
-
-
-def default_workdir(config_path: str | Path = DEFAULT_CONFIG) -> Path:
-    """`.ncbench/` beside the config file (run dirs are `<workdir>/runs/<run_id>/`)."""
-    return Path(config_path).parent / WORKDIR_NAME
 
 
 @dataclass
@@ -114,10 +91,12 @@ class Config:
 
     @property
     def db_path(self) -> Path:
+        """The default database, beside this file (`ncbench.paths.default_db_path`)."""
         return default_db_path(self.path)
 
     @property
     def workdir(self) -> Path:
+        """The default workdir, beside this file (`ncbench.paths.default_workdir`)."""
         return default_workdir(self.path)
 
     def error(self, reason: str, *, experiment: str | None = None, key: str | None = None,
@@ -164,8 +143,8 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
             if key in KEYS:
                 raise cfg.error("an experiment key at the top level: put it in [defaults] or in "
                                 "an [experiments.NAME] table", key=key, table="")
-            raise cfg.error(f"unknown top-level key '{key}'{_hint(key, TOP_LEVEL_KEYS)}; valid: "
-                            f"{', '.join(TOP_LEVEL_KEYS)}", key=key, table="")
+            raise cfg.error(f"unknown top-level key '{key}'{did_you_mean(key, TOP_LEVEL_KEYS)}; "
+                            f"valid: {', '.join(TOP_LEVEL_KEYS)}", key=key, table="")
 
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
@@ -194,7 +173,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
                         key="executor", table="")
     for name, table in executor.items():
         if name not in EXECUTORS:
-            raise cfg.error(f"unknown executor '{name}'{_hint(name, EXECUTORS)}; valid: "
+            raise cfg.error(f"unknown executor '{name}'{did_you_mean(name, EXECUTORS)}; valid: "
                             f"{', '.join(EXECUTORS)}",
                             key=f"executor.{name}", table="")
         if not isinstance(table, dict):
@@ -211,7 +190,8 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
                             key="default", table="")
         for n in names:
             if n not in cfg.experiments:
-                raise cfg.error(f"names unknown experiment '{n}'{_hint(n, cfg.experiments)}; "
+                raise cfg.error(f"names unknown experiment '{n}'"
+                                f"{did_you_mean(n, cfg.experiments)}; "
                                 f"known: {', '.join(cfg.experiments)}", key="default", table="")
         cfg.default = list(dict.fromkeys(names))
 
@@ -236,7 +216,8 @@ def select(config: Config, names: Iterable[str] | None = None) -> list[str]:
         return config.names
     for n in names:
         if n not in config.experiments:
-            raise ConfigError(str(config.path), f"unknown experiment '{n}'{_hint(n, config.experiments)}; "
+            raise ConfigError(str(config.path), f"unknown experiment '{n}'"
+                              f"{did_you_mean(n, config.experiments)}; "
                               f"known: {', '.join(config.experiments)}")
     return list(dict.fromkeys(names))
 
@@ -282,10 +263,7 @@ def _expand_one(cfg: Config, name: str) -> list[RunSpec]:
             values["grad_clip"] = None
         if values.get("data_root"):  # relative to the config file's folder; ~ expanded
             values["data_root"] = os.path.abspath(cfg.path.parent / Path(values["data_root"]).expanduser())
-        try:
-            spec = RunSpec(experiment=name, **values)
-        except (TypeError, ValueError) as exc:  # should not happen after _check_key
-            raise cfg.error(f"invalid run: {exc}", experiment=name) from None
+        spec = RunSpec(experiment=name, **values)  # every value was checked by _check_key
         if spec.run_id not in seen:
             seen.add(spec.run_id)
             specs.append(spec)
@@ -326,7 +304,7 @@ def _check_key(cfg: Config, experiment: str | None, key: str, value: Any) -> Non
         return ConfigError(str(cfg.path), reason, experiment=experiment, key=shown_key, line=line)
 
     if key not in KEYS:
-        hint = _hint(key, KEYS)
+        hint = did_you_mean(key, KEYS)
         raise fail(f"unknown key '{key}'{hint}" if hint else
                    f"unknown key '{key}'; valid keys: {', '.join(KEYS)}")
     if isinstance(value, list) and key != "lr_milestones":
@@ -337,7 +315,7 @@ def _check_key(cfg: Config, experiment: str | None, key: str, value: Any) -> Non
             raise fail("empty sweep list: give at least one value")
         for v in value:
             _check_value(fail, key, v)
-        if len(set(map(_freeze, value))) != len(value):
+        if len(set(map(freeze, value))) != len(value):
             raise fail(f"the sweep list repeats a value: {value!r}")
     elif key == "lr_milestones" and isinstance(value, list) and value and isinstance(value[0], list):
         for v in value:
@@ -377,9 +355,9 @@ def _check_value(fail, key: str, v: Any) -> None:
 
     if key in ("dataset", "model", "loss"):
         name = string()
-        if name not in BUILTIN_NAMES[key] and not is_import_path(name):
-            raise fail(f"unknown {key} '{name}'{_hint(name, BUILTIN_NAMES[key])}; known: "
-                       f"{', '.join(BUILTIN_NAMES[key])} (or \"package.module:callable\")")
+        if name not in BUILTIN[key] and not is_import_path(name):
+            raise fail(f"unknown {key} '{name}'{did_you_mean(name, BUILTIN[key])}; known: "
+                       f"{', '.join(BUILTIN[key])} (or \"package.module:callable\")")
     elif key == "width":
         number(positive=True)
     elif key == "epochs":
@@ -413,7 +391,7 @@ def _check_value(fail, key: str, v: Any) -> None:
     elif key == "precision":
         if v not in PRECISIONS:
             raise fail(f"expected one of {', '.join(PRECISIONS)}, got {v!r}"
-                       + _hint(str(v), PRECISIONS))
+                       + did_you_mean(str(v), PRECISIONS))
     elif key == "lr_milestones":
         if not isinstance(v, list):
             raise fail(f"expected a list of fractions of the epochs, e.g. [0.4286, 0.7143], got {v!r}")
@@ -427,10 +405,10 @@ def _check_value(fail, key: str, v: Any) -> None:
             raise fail(f"expected a table, e.g. {{ gamma = 3 }}, got {v!r} ({typename(v)})")
         if key == "loss_params" and _is_per_loss(v):
             for lname in v:
-                if lname not in BUILTIN_NAMES["loss"] and not is_import_path(lname):
+                if lname not in BUILTIN["loss"] and not is_import_path(lname):
                     raise fail(f"per-loss table names unknown loss '{lname}'"
-                               f"{_hint(lname, BUILTIN_NAMES['loss'])}; known: "
-                               f"{', '.join(BUILTIN_NAMES['loss'])}")
+                               f"{did_you_mean(lname, BUILTIN['loss'])}; known: "
+                               f"{', '.join(BUILTIN['loss'])}")
         elif key == "loss_params" and any(isinstance(x, dict) for x in v.values()):
             raise fail("mixes plain values and per-loss tables: use either { gamma = 3 } or "
                        "{ fl = { gamma = 3 }, ls = { alpha = 0.1 } }")
@@ -448,116 +426,18 @@ def _check_value(fail, key: str, v: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# pre-flight checks (import the real modules: for the run command, not for views)
-# ------------------------------------------------------------------------------------------
-
-
-def check_datasets(specs: Sequence[RunSpec], *, fetch: bool = True,
-                   config: Config | None = None) -> None:
-    """Load each distinct dataset of `specs` once through `ncbench.data.make_dataset` (imports
-    torch), here in the manager, before any worker starts, and build each distinct model for it
-    on PyTorch's meta device (no memory, no compute) so that bad `model_params` fail here.
-    Raises DatasetNotFoundError (naming the dataset, its expected path and the fix) if one is
-    absent and its runs have download off, and ConfigError (naming the file, experiment and key
-    when `config` is given) for settings the data or the model refuse (`per_class` larger than
-    a class, an mlp `depth` of 0, ...).
-
-    With download on, this is where the files are fetched: once, by one process (the workers then
-    find them in place), rather than by every worker of a grid at the same time into one folder;
-    and on a cluster, from the submitting machine, which usually has the network that compute
-    nodes lack. `fetch=False` (a dry run) downloads nothing: datasets with download on are
-    skipped."""
-    import torch
-
-    from ncbench import data, models
-
-    def located(exc: Exception, spec: RunSpec, key: str | None) -> ConfigError:
-        reason = exc.reason if isinstance(exc, ConfigError) else str(exc)
-        if config is not None:
-            return config.error(reason, experiment=spec.experiment, key=key)
-        return ConfigError(None, reason, experiment=spec.experiment, key=key)
-
-    shapes: dict[Any, tuple[int, tuple[int, ...]]] = {}
-    built: set[Any] = set()
-    for spec in specs:
-        if spec.download and not fetch:
-            continue
-        key = _freeze([spec.dataset, spec.data_root, spec.dataset_params, spec.val_fraction,
-                       spec.data_seed, spec.per_class])
-        if key not in shapes:  # (classes, sample shape): the datasets themselves are let go
-            try:
-                ds = data.make_dataset(
-                    spec.dataset, root=spec.data_root, download=spec.download,
-                    val_fraction=spec.val_fraction, data_seed=spec.data_seed,
-                    per_class=spec.per_class, **spec.dataset_params)
-            except ConfigError as exc:
-                k = exc.key if exc.key in KEYS else "dataset_params" if exc.key else None
-                raise located(exc, spec, k) from None
-            shapes[key] = (ds.num_classes, tuple(ds.input_shape))
-            del ds
-        num_classes, input_shape = shapes[key]
-        model_key = (spec.model, spec.width, _freeze(spec.model_params), num_classes, input_shape)
-        if model_key in built:
-            continue
-        built.add(model_key)
-        try:
-            with torch.device("meta"):
-                models.make_model(spec.model, num_classes, spec.width,
-                                  input_shape=input_shape, **spec.model_params)
-        except (ConfigError, TypeError, ValueError) as exc:
-            k = getattr(exc, "key", None)
-            raise located(exc, spec, "width" if k == "width" else "model_params") from None
-
-
-def check_runs(specs: Sequence[RunSpec], config: Config | None = None) -> None:
-    """Pre-flight check against the real registries (imports torch): every loss/model/dataset
-    name resolves (including "package.module:callable") and every run's loss_params are accepted
-    by its loss. Errors are ConfigError / UnknownNameError naming the experiment and key."""
-    from ncbench import data, losses, models
-
-    where = str(config.path) if config else None
-    for spec in _distinct(specs, lambda s: (s.experiment, s.loss, s.model, s.dataset,
-                                           _freeze(s.loss_params))):
-        for kind, name, reg in (("loss", spec.loss, losses.LOSSES), ("model", spec.model, models.MODELS),
-                                ("dataset", spec.dataset, data.DATASETS)):
-            try:
-                reg.get(name)
-            except NcbenchError as exc:
-                raise ConfigError(where, str(exc), experiment=spec.experiment, key=kind) from None
-        try:
-            losses.make_loss(spec.loss, 10, **spec.loss_params)
-        except NcbenchError as exc:
-            raise ConfigError(where, str(exc), experiment=spec.experiment, key="loss_params") from None
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(where, str(exc), experiment=spec.experiment, key="loss_params") from None
-
-
-# ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
 
 
-def _hint(name: str, known: Iterable[str]) -> str:
-    """" (did you mean 'x'?)" for the closest known name, or ""."""
-    c = closest(str(name), list(known))
-    return f" (did you mean '{c}'?)" if c else ""
-
-
-def _freeze(value: Any) -> Any:
+def freeze(value: Any) -> Any:
+    """A hashable form of a config value (tables and lists as tuples; True apart from 1), so
+    that equal values compare equal: for repeated sweep values and the pre-flight's grouping."""
     if isinstance(value, Mapping):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     return (type(value).__name__, value) if isinstance(value, bool) else value
-
-
-def _distinct(items, key):
-    seen = set()
-    for item in items:
-        k = key(item)
-        if k not in seen:
-            seen.add(k)
-            yield item
 
 
 def _locate(text: str, table: str | None, key: str | None) -> int | None:

@@ -1,14 +1,17 @@
-"""The per-run event log (crash-safe, append-only JSONL), heartbeat and spec files.
+"""The file formats of a run directory: the event log (crash-safe JSONL), heartbeat and spec.
 
-A run directory `<workdir>/runs/<run_id>/` holds:
+Where the files are and what they are called is `ncbench.rundir`'s; what the events mean for a
+run's status and attempts is `ncbench.lifecycle`'s. A run directory holds:
 
 * `events.jsonl` — one JSON object per line, each with `type`, `run_id`, `time` (ISO-8601 UTC):
   `start` (attempt, host, device, pid, resumed_from_epoch), `eval` (epoch, metrics),
   `end` (status, error). Each line is written with one `write`, flushed and fsync'd before the
   call returns. A crash can leave at most a torn (partial) last line: readers skip lines that do
   not parse, and the next append first terminates a torn line so it cannot swallow a new event.
-* `heartbeat.json` — `{"pid", "host", "time", "epoch", ...}` rewritten atomically
+* `heartbeat.json` — `{"pid", "host", "time", "epoch", "phase", ...}` rewritten atomically
   (temp file + fsync + os.replace): a reader sees the old or the new content, never a mix.
+  `phase` (HEARTBEAT_PHASES) says what the worker is doing: `setup` (imports, data, model,
+  checkpoint — before its `start` event), `train` (after it), `done` (about to write its `end`).
 * `spec.json` — the resolved RunSpec (plus its `run_id`), written atomically before the run.
 
 Non-finite floats: JSON has no NaN/Infinity, so a non-finite metric value is written as the
@@ -26,34 +29,45 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ncbench.rundir import EVENTS_FILE, HEARTBEAT_FILE, SPEC_FILE
 from ncbench.runs import RunSpec
 
 __all__ = [
-    "EventLog", "read_events", "read_heartbeat", "write_spec", "read_spec", "atomic_write_text",
-    "utcnow_iso", "parse_time", "encode_value", "decode_value",
-    "EVENTS_FILE", "HEARTBEAT_FILE", "SPEC_FILE", "END_STATUSES",
+    "EventLog", "read_events", "read_events_from", "read_heartbeat", "write_spec", "read_spec",
+    "atomic_write_text", "atomic_write_bytes", "utcnow", "utcnow_iso", "parse_time", "encode_value",
+    "decode_value", "PHASE_SETUP", "PHASE_TRAIN", "PHASE_DONE", "HEARTBEAT_PHASES",
 ]
 
-EVENTS_FILE = "events.jsonl"
-HEARTBEAT_FILE = "heartbeat.json"
-#: A `running` run whose heartbeat is older than this (seconds) is lost: its worker is gone, and a
-#: later `ncbench run` resumes it from its checkpoint. Workers beat every ~2 s. Shared by the
-#: executors (resume decisions) and the views (a "stale" marker).
-STALE_AFTER_S = 60.0
-SPEC_FILE = "spec.json"
-#: Status values an `end` event may carry.
-END_STATUSES = ("done", "failed", "diverged", "interrupted")
+# -- the heartbeat's `phase` (see the module doc) ----------------------------------------------
+PHASE_SETUP = "setup"
+PHASE_TRAIN = "train"
+PHASE_DONE = "done"
+#: Every value of a heartbeat's `phase`, in the order a worker passes them.
+HEARTBEAT_PHASES = (PHASE_SETUP, PHASE_TRAIN, PHASE_DONE)
 
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
+# -- the clock --------------------------------------------------------------------------------
+# Run files write times as ISO-8601 UTC strings (`utcnow_iso`); the store keeps TIMESTAMPs as
+# naive UTC datetimes (`utcnow`, and `parse_time` turns the former into the latter). Every module
+# that needs "now" asks one of these two.
+
+
+def utcnow() -> datetime:
+    """Now as the store keeps it: a naive UTC datetime (comparable with `parse_time`'s)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
 def utcnow_iso() -> str:
-    """Now, ISO-8601 UTC with milliseconds, e.g. `2025-01-31T12:00:00.123+00:00`."""
+    """Now as the run files write it: ISO-8601 UTC with milliseconds, e.g.
+    `2025-01-31T12:00:00.123+00:00`."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def parse_time(value: str | None) -> datetime | None:
-    """An event/heartbeat time as a naive UTC datetime (how the store keeps TIMESTAMPs)."""
+    """An event/heartbeat time as a naive UTC datetime (how the store keeps TIMESTAMPs), or None
+    when absent or not a time."""
     if not value:
         return None
     try:
@@ -114,15 +128,36 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` atomically: temp file in the same folder, fsync, os.replace."""
+def atomic_write_bytes(path: str | Path, data: bytes, *, sync_dir: bool = False) -> None:
+    """Write `data` to `path` atomically: temp file in the same folder, fsync, os.replace (and,
+    with `sync_dir`, fsync the folder, so that the rename itself survives a power loss)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    if sync_dir:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically (see `atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class EventLog:
@@ -171,14 +206,15 @@ class EventLog:
                            metrics={str(k): encode_value(v) for k, v in metrics.items()})
 
     def end(self, status: str, error: str | None = None, **info: Any) -> dict:
-        """The attempt ended: status in END_STATUSES; `error` a one-line reason or None."""
-        if status not in END_STATUSES:
-            raise ValueError(f"end status must be one of {END_STATUSES}, got {status!r}")
+        """The attempt ended with `status`; `error` a one-line reason or None. Which statuses
+        may end an attempt is the lifecycle's rule: write ends through
+        `ncbench.lifecycle.end_attempt`, which checks it."""
         return self.append("end", status=status, error=error, **info)
 
     # -- heartbeat ---------------------------------------------------------------------------
     def heartbeat(self, epoch: int | None = None, **info: Any) -> dict:
-        """Rewrite heartbeat.json atomically: pid, host, time, epoch (last completed), **info."""
+        """Rewrite heartbeat.json atomically: pid, host, time, epoch (last completed), **info
+        (the worker's: batch, batches, `phase` — one of HEARTBEAT_PHASES —, attempt)."""
         beat = {"pid": os.getpid(), "host": socket.gethostname(), "time": utcnow_iso(),
                 "epoch": None if epoch is None else int(epoch), **info}
         atomic_write_text(self.heartbeat_path, _dumps(beat) + "\n")

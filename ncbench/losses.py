@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ncbench.errors import closest
+from ncbench.errors import ParameterError, did_you_mean
+from ncbench import names
 from ncbench.registry import Registry, is_import_path
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 #: name -> factory(num_classes, **params) -> nn.Module
-LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
+LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss", declared=names.LOSSES)
 
 #: Default parameters of each built-in loss (the paper's §4 values). Copies are handed out by
 #: `make_loss`; mutate nothing here.
@@ -295,7 +296,8 @@ class UserLoss(nn.Module):
 
 def _number(name: str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise ValueError(f"loss '{name}': parameter '{key}' must be a finite number, got {value!r}")
+        raise ParameterError(f"loss '{name}': parameter '{key}' must be a finite number, got {value!r}",
+                             key="loss_params")
     return float(value)
 
 
@@ -305,34 +307,34 @@ def _check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     unknown = [k for k in params if k not in defaults]
     if unknown:
         valid = ", ".join(defaults) if defaults else "(none)"
-        hint = ""
-        if defaults and len(unknown) == 1:
-            c = closest(unknown[0], defaults)
-            hint = f" (did you mean '{c}'?)" if c else ""
-        raise ValueError(
+        hint = did_you_mean(unknown[0], defaults) if defaults and len(unknown) == 1 else ""
+        raise ParameterError(
             f"loss '{name}': unknown parameter(s) {', '.join(repr(k) for k in unknown)}{hint}; "
-            f"valid parameters: {valid}"
+            f"valid parameters: {valid}", key="loss_params"
         )
     merged = {**defaults, **params}
     if name == "fl":
         g = _number(name, "gamma", merged["gamma"])
         if g < 0:
-            raise ValueError(f"loss 'fl': parameter 'gamma' must be ≥ 0, got {g}")
+            raise ParameterError(f"loss 'fl': parameter 'gamma' must be ≥ 0, got {g}", key="loss_params")
         merged["gamma"] = g
     elif name == "ls":
         a = _number(name, "alpha", merged["alpha"])
         if not 0.0 <= a <= 1.0:
-            raise ValueError(f"loss 'ls': parameter 'alpha' must be in [0, 1], got {a}")
+            raise ParameterError(f"loss 'ls': parameter 'alpha' must be in [0, 1], got {a}",
+                                 key="loss_params")
         merged["alpha"] = a
     elif name == "mse":
         for key in ("kappa", "beta"):
             v = _number(name, key, merged[key])
             if v <= 0:
-                raise ValueError(f"loss 'mse': parameter '{key}' must be > 0, got {v}")
+                raise ParameterError(f"loss 'mse': parameter '{key}' must be > 0, got {v}",
+                                     key="loss_params")
             merged[key] = v
         if not isinstance(merged["class_mean"], bool):
-            raise ValueError(
-                f"loss 'mse': parameter 'class_mean' must be true or false, got {merged['class_mean']!r}"
+            raise ParameterError(
+                f"loss 'mse': parameter 'class_mean' must be true or false, got {merged['class_mean']!r}",
+                key="loss_params"
             )
     return merged
 
@@ -362,24 +364,25 @@ def make_loss(name: str, num_classes: int, **params: Any) -> nn.Module:
     """The loss called `name` for `num_classes` classes, with `params` over its defaults.
 
     Raises `ncbench.errors.UnknownNameError` for an unknown name (with the closest known one) and
-    ValueError for a bad `num_classes` or bad/unknown parameters.
+    `ncbench.errors.ParameterError` (a ValueError) for a bad `num_classes`, bad/unknown parameters
+    or a user loss that cannot be built with them.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"loss '{name}': num_classes must be an integer ≥ 2, got {num_classes!r}")
+        raise ParameterError(f"loss '{name}': num_classes must be an integer ≥ 2, got {num_classes!r}")
     factory = LOSSES.get(name)  # UnknownNameError for unknown names / unimportable paths
     if not is_import_path(name) or name in LOSSES.names():
         return factory(num_classes, **params)
     try:
         made = factory(num_classes=num_classes, **params)
     except TypeError as exc:
-        raise ValueError(
+        raise ParameterError(
             f"loss '{name}': calling it as {name}(num_classes={num_classes}"
             + "".join(f", {k}={v!r}" for k, v in params.items())
-            + f") failed: {exc}"
+            + f") failed: {exc}", key="loss_params"
         ) from exc
     if not callable(made):
-        raise ValueError(
+        raise ParameterError(
             f"loss '{name}' returned {type(made).__name__}; it must return an nn.Module or a "
-            f"callable f(logits, target) -> scalar tensor"
+            f"callable f(logits, target) -> scalar tensor", key="loss"
         )
     return UserLoss(name, num_classes, made)

@@ -8,7 +8,7 @@ Every model built here holds
 - `feature_dim`: d (int);
 - `forward(x) = classifier(features(x))` (logits `[B, K]`).
 
-Models (width X scales them as stated; see docs/readme/50-models-data.md):
+Models (width X scales them as stated; see docs/models-data.md):
 - `wrn50`: the paper code's WideResNet-50 — torchvision's ResNet with `Bottleneck` blocks in the
   [3, 4, 6, 3] layout, CIFAR stem (3×3 stride-1 first conv, BN, ReLU, no max-pool), width X
   multiplies only the bottleneck's inner channels (`width_per_group = round(64·X)`, so X = 2 is
@@ -24,8 +24,8 @@ Models (width X scales them as stated; see docs/readme/50-models-data.md):
 `input_shape` is what one sample looks like to the model: (C, H, W) for images or (D,) for
 vectors (`SplitDataset.input_shape`), so the pipeline calls
 `make_model(name, ds.num_classes, width, input_shape=ds.input_shape)`.
-Extra models: `@MODELS.register("name")` on a factory `(num_classes, width, input_shape, **kw)`,
-or name `"package.module:callable"` with that signature.
+Extra models: name `"package.module:callable"`, a factory `(num_classes, width, input_shape,
+**kw)`; a new built-in is declared in `ncbench.names.MODELS`, then `@MODELS.register("name")`.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ncbench.errors import ConfigError
+from ncbench.errors import ParameterError
+from ncbench import names
 from ncbench.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
-MODELS: Registry[ModelFactory] = Registry("model")
+MODELS: Registry[ModelFactory] = Registry("model", declared=names.MODELS)
 
 #: input shape assumed when none is given: CIFAR images.
 DEFAULT_IMAGE_SHAPE: tuple[int, int, int] = (3, 32, 32)
@@ -54,23 +55,23 @@ def make_model(name: str, num_classes: int, width: float = 1.0, *,
     `input_shape`: one sample's shape, (C, H, W) or (D,); defaults to (3, 32, 32) for the conv
     nets (which accept any spatial size thanks to global average pooling). `in_channels`
     overrides C for the conv nets. Other keyword arguments go to the model (e.g. `depth` for
-    `mlp`). Unknown names raise `UnknownNameError` listing the known ones; bad widths or shapes
-    raise `ConfigError` naming the key.
+    `mlp`). Unknown names raise `UnknownNameError` listing the known ones; bad widths, shapes or
+    model options raise `ParameterError` whose `key` names the setting.
     """
     factory = MODELS.get(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(None, f"num_classes must be a positive integer, got {num_classes!r}",
-                          key="num_classes")
+        raise ParameterError(f"num_classes must be a positive integer, got {num_classes!r}",
+                             key="num_classes")
     try:
         width = float(width)
     except (TypeError, ValueError):
-        raise ConfigError(None, f"width must be a positive number, got {width!r}", key="width") from None
+        raise ParameterError(f"width must be a positive number, got {width!r}", key="width") from None
     if not math.isfinite(width) or width <= 0:
-        raise ConfigError(None, f"width must be a positive number, got {width!r}", key="width")
+        raise ParameterError(f"width must be a positive number, got {width!r}", key="width")
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
     if shape is not None and (len(shape) not in (1, 3) or any(s < 1 for s in shape)):
-        raise ConfigError(None, f"input_shape must be (C, H, W) or (D,) with positive sizes, "
-                          f"got {tuple(input_shape)}", key="input_shape")
+        raise ParameterError(f"input_shape must be (C, H, W) or (D,) with positive sizes, "
+                             f"got {tuple(input_shape)}", key="input_shape")
     if in_channels is not None:
         kw["in_channels"] = int(in_channels)
     from ncbench.data import check_keywords
@@ -90,11 +91,11 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def scaled(channels: int, width: float, what: str = "channels") -> int:
-    """round(channels · width), which must be ≥ 1 (else ConfigError naming `width`)."""
+    """round(channels · width), which must be ≥ 1 (else ParameterError naming `width`)."""
     n = int(round(channels * width))
     if n < 1:
-        raise ConfigError(None, f"width {width} gives {channels}·{width} → {n} {what}; "
-                          f"use a width ≥ {0.5 / channels:.3g}", key="width")
+        raise ParameterError(f"width {width} gives {channels}·{width} → {n} {what}; "
+                             f"use a width ≥ {0.5 / channels:.3g}", key="width")
     return n
 
 
@@ -120,9 +121,9 @@ def _image_channels(name: str, input_shape: tuple[int, ...] | None, in_channels:
         return int(in_channels)
     shape = input_shape or DEFAULT_IMAGE_SHAPE
     if len(shape) != 3:
-        raise ConfigError(None, f"model '{name}' is a convolutional network and needs image inputs "
-                          f"(C, H, W), but the dataset gives vectors of shape {shape}; use model "
-                          f"'mlp' for vector data", key="model")
+        raise ParameterError(f"model '{name}' is a convolutional network and needs image inputs "
+                             f"(C, H, W), but the dataset gives vectors of shape {shape}; use model "
+                             f"'mlp' for vector data", key="model")
     return int(shape[0])
 
 
@@ -192,7 +193,7 @@ class MLP(nn.Module):
     def __init__(self, in_features: int, num_classes: int, hidden: int, depth: int = 3):
         super().__init__()
         if depth < 1:
-            raise ConfigError(None, f"mlp depth must be ≥ 1, got {depth}", key="depth")
+            raise ParameterError(f"mlp depth must be ≥ 1, got {depth}", key="depth")
         self.in_features, self.hidden, self.depth = int(in_features), int(hidden), int(depth)
         layers: list[nn.Module] = [nn.Flatten(1)]
         d_in = self.in_features

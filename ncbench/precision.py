@@ -1,6 +1,6 @@
 """How fast a run computes: numeric precision, memory layout and compilation.
 
-The config keys `precision`, `channels_last` and `compile` (see docs/readme/85-performance.md)
+The config keys `precision`, `channels_last` and `compile` (see docs/performance.md)
 are turned into a `TrainSetup` by `setup_training(model, device, ...)`, which `ncbench.train`
 calls once per run:
 
@@ -42,11 +42,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ncbench.names import PRECISIONS  # the accepted values of the `precision` key
+
 __all__ = ["PRECISIONS", "Precision", "resolve_precision", "uses_convolutions", "CompileFallback",
            "compile_model", "TrainSetup", "setup_training"]
 
-#: The accepted values of the `precision` key (same tuple as `ncbench.config.PRECISIONS`).
-PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

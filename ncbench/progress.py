@@ -1,4 +1,4 @@
-"""The progress display of `ncbench run` (a `ncbench.executors.RunUI`).
+"""The progress display of `ncbench run` (a `ncbench.executors.base.RunUI`).
 
 On a terminal: a live panel (rich) with the whole grid's bar (done / failed / diverged /
 interrupted counts) and one line per running run — its slot, an epoch bar (fractional inside
@@ -19,11 +19,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ncbench.executors import RunView
-
-_STYLE = {"queued": "dim", "running": "bold cyan", "done": "green", "failed": "bold red",
-          "diverged": "magenta", "interrupted": "yellow"}
-_FINAL = ("done", "failed", "diverged", "interrupted")
+from ncbench.executors.base import RunView
+from ncbench.lifecycle import END_STATUSES, RUN_STATUSES, RUNNING, STATUS_STYLE
 
 
 def _fmt(value, pct: bool = False) -> str:
@@ -65,18 +62,19 @@ class RichUI:
 
     # -- rendering -----------------------------------------------------------------------------
     def render(self, views: Sequence[RunView]):
-        counts = {s: sum(1 for v in views if v.status == s) for s in _STYLE}
-        finished = sum(counts[s] for s in _FINAL)
+        counts = {s: sum(1 for v in views if v.status == s) for s in RUN_STATUSES}
+        finished = sum(counts[s] for s in END_STATUSES)
         total = len(views)
         head = Table.grid(padding=(0, 1))
         head.add_row(
             Text(self.title, style="bold"),
             ProgressBar(total=max(total, 1), completed=finished, width=30),
             Text(f"{finished}/{total}"),
-            Text.from_markup("  ".join(f"[{_STYLE[s]}]{s} {counts[s]}[/]" for s in _STYLE if counts[s])
+            Text.from_markup("  ".join(f"[{STATUS_STYLE[s].style}]{s} {counts[s]}[/]"
+                                       for s in RUN_STATUSES if counts[s])
                              + (f"  [dim]skipped {self.skipped}[/]" if self.skipped else "")),
         )
-        running = [v for v in views if v.status == "running"]
+        running = [v for v in views if v.status == RUNNING]
         if not running:
             return head
         table = Table(box=None, padding=(0, 1), show_edge=False, header_style="dim")
@@ -100,10 +98,10 @@ class RichUI:
             if v.status == prev:
                 continue
             self._seen[v.run_id] = v.status
-            if v.status == "running":
+            if v.status == RUNNING:
                 self.console.print(f"start  {v.run_id} {v.label} on {v.slot} (attempt {v.attempt})",
                                    highlight=False, soft_wrap=True)
-            elif v.status in _FINAL:
+            elif v.status in END_STATUSES:
                 extra = (f" test_acc={_fmt(v.metrics.get('test_acc'), pct=True).strip()} "
                          f"nc1={_fmt(v.metrics.get('nc1'))}" if v.metrics else "")
                 err = f" — {v.error}" if v.error else ""

@@ -1,9 +1,15 @@
-"""Small name -> factory registries (timm-style), with helpful errors for unknown names."""
+"""Small name -> factory registries (timm-style), with helpful errors for unknown names.
+
+A registry only holds names declared for it in `ncbench.names` (`Registry("loss",
+declared=names.LOSSES)`): registering any other name fails when the module that registers it is
+imported, so the declaration (which the torch-free config checks against) and the factories
+cannot drift apart. Any other name is usable as "package.module:callable" (`is_import_path`).
+"""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from ncbench.errors import UnknownNameError
@@ -12,11 +18,20 @@ F = TypeVar("F", bound=Callable)
 
 
 class Registry(Generic[F]):
-    def __init__(self, kind: str):
+    """Name -> factory for one `kind` ("loss", "model", "dataset"); only `declared` names."""
+
+    def __init__(self, kind: str, *, declared: Iterable[str]):
         self.kind = kind
+        self.declared: tuple[str, ...] = tuple(declared)
         self._entries: dict[str, F] = {}
 
     def register(self, name: str) -> Callable[[F], F]:
+        """Decorator registering a factory under `name`, which must be declared (else
+        ValueError, at import time of the registering module: declare it in ncbench.names)."""
+        if name not in self.declared:
+            raise ValueError(f"{self.kind} '{name}' is not declared: add it to the {self.kind} "
+                             f"names in ncbench/names.py (declared: {', '.join(self.declared)})")
+
         def deco(fn: F) -> F:
             self._entries[name] = fn
             return fn
@@ -24,6 +39,7 @@ class Registry(Generic[F]):
         return deco
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
@@ -38,6 +54,7 @@ class Registry(Generic[F]):
 
 
 def is_import_path(name: str) -> bool:
+    """True for a "package.module:callable" name (resolved by importing it)."""
     return isinstance(name, str) and ":" in name and not name.startswith(":")
 
 

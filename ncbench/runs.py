@@ -82,7 +82,12 @@ class RunSpec:
                                                   "channels_last")
 
     def __post_init__(self) -> None:
-        # Normalise types so that equal runs compare (and hash) equal: width 1 == 1.0, etc.
+        """Normalise types so that equal runs compare (and hash) equal: width 1 == 1.0, etc.
+
+        Values are not validated here: experiments.toml is checked (with messages naming file
+        and key) by `ncbench.config`, once. Only what cannot be normalised raises ValueError —
+        a programmer's error when a RunSpec is built directly (a fractional epoch count, a
+        `*_params` that is not a mapping)."""
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 

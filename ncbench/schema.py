@@ -1,4 +1,4 @@
-"""The DuckDB schema of an ncbench results database (documented in README.md).
+"""The DuckDB schema of an ncbench results database (documented in docs/schema.md).
 
 Tables hold what was stored; views derive what users query most. This module only holds DDL: the
 store (ncbench.store) applies it, the views (status, sql, report, tui) read through it.
@@ -11,9 +11,6 @@ import re
 # Bump when the DDL changes: a writer re-applies the DDL (tables IF NOT EXISTS, views replaced)
 # to a database holding an older version; a database of a newer version is refused.
 SCHEMA_VERSION = 3  # 3: runs.start_epoch, runs.retry_requested_at
-
-# Status values a run can take, in the order a run normally passes through them.
-RUN_STATUSES = ("queued", "running", "done", "failed", "diverged", "interrupted")
 
 # Metric names a training run records at each evaluation (long format in `metrics`).
 # Accuracies are fractions in [0, 1]. NC metrics without prefix are on the training split
@@ -76,9 +73,8 @@ def _wide_columns() -> str:
     )
 
 
-# The select list of the `results` view over `runs r`, `best b` and `final f` (shared with
-# `results_sql`, so the two cannot drift apart): the run's own columns, then those derived from
-# its metrics.
+# The select list of `results` (`results_sql`) over `runs r`, `best b` and `final f`: the run's
+# own columns, then those derived from its metrics.
 _RESULTS_RUN_SELECT = """r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
     r.config,
     CAST(json_extract_string(r.config, '$.batch_size') AS INTEGER) AS batch_size,
@@ -101,52 +97,23 @@ _RESULTS_SELECT = _RESULTS_RUN_SELECT + ",\n    " + _RESULTS_METRIC_SELECT
 RESULTS_METRIC_COLUMNS = tuple(
     item.split(" AS ")[-1].split(".")[-1].strip() for item in _RESULTS_METRIC_SELECT.split(","))
 
-VIEWS = f"""
-CREATE OR REPLACE VIEW epochs AS
-SELECT
-    run_id,
-    epoch,
-    {_wide_columns()}
-FROM metrics
-GROUP BY run_id, epoch;
-
-CREATE OR REPLACE VIEW results AS
-WITH best AS (
-    SELECT run_id, epoch AS best_epoch, val_acc AS best_val_acc, test_acc AS test_acc_at_best_val
-    FROM (
-        SELECT run_id, epoch, val_acc, test_acc,
-               row_number() OVER (PARTITION BY run_id ORDER BY val_acc DESC, epoch ASC) AS rk
-        FROM epochs WHERE val_acc IS NOT NULL AND NOT isnan(val_acc)
-    ) WHERE rk = 1
-),
-final AS (
-    SELECT e.* FROM epochs e
-    JOIN (SELECT run_id, max(epoch) AS epoch FROM epochs GROUP BY run_id) m USING (run_id, epoch)
-)
-SELECT
-    {_RESULTS_SELECT}
-FROM runs r
-LEFT JOIN best b USING (run_id)
-LEFT JOIN final f USING (run_id);
-"""
-
 # The metrics the `final` part of `results` reads (f.<name> in the select list).
 _FINAL_METRICS = tuple(dict.fromkeys(
     m for m in re.findall(r"\bf\.(\w+)", _RESULTS_SELECT) if m != "epoch"))
 
 
 def results_sql(run_filter: str = "TRUE", *, metrics: bool = True) -> str:
-    """A query with exactly the rows and columns of the `results` view, for the runs matching
-    `run_filter` only (an SQL predicate over the columns of `runs`; it may hold `?` parameters,
-    which then come first).
+    """The `results` rows (one per run, all its columns) of the runs matching `run_filter` (an
+    SQL predicate over the columns of `runs`; it may hold `?` parameters, which then come
+    first). The one definition of `results`: the view is this query over all runs
+    (``results_sql()``, see `VIEWS`).
 
-    The view pivots every metric of every run before anything can filter it (a filter on, say,
-    `experiment` cannot reach the `metrics` scan through the pivot, the window and the joins),
-    so `SELECT ... FROM results WHERE experiment = ?` costs as much as the whole database. This
-    query selects the runs first and reads `metrics` restricted to them, and computes only what
-    the view's columns need: the last epoch of each run and its values (final_*), and the epoch
-    of the best finite validation accuracy, earliest on ties, with the test accuracy there
-    (best_*). ncbench.report uses it; tests/test_report.py checks it against the view.
+    It selects the runs first and reads `metrics` restricted to them (no pivot of every metric
+    of every run through `epochs`), and computes only what the columns need: the last epoch of
+    each run and its values (final_*), and the epoch of the best finite validation accuracy,
+    earliest on ties, with the test accuracy there (best_*). So `results_sql("experiment = ?")`
+    reads only that experiment's metrics (ncbench.report uses it); tests/test_report.py checks
+    the rows against a pivot of `epochs` written out independently.
 
     ``metrics=False``: only the columns that do not come from metrics (all but
     RESULTS_METRIC_COLUMNS), without reading `metrics` at all.
@@ -187,6 +154,21 @@ SELECT
 FROM sel r
 LEFT JOIN best b USING (run_id)
 LEFT JOIN final f USING (run_id)"""
+
+
+# `epochs`: one row per (run, evaluated epoch), one column per metric; `results`: one row per
+# run, defined once, by `results_sql`.
+VIEWS = f"""
+CREATE OR REPLACE VIEW epochs AS
+SELECT
+    run_id,
+    epoch,
+    {_wide_columns()}
+FROM metrics
+GROUP BY run_id, epoch;
+
+CREATE OR REPLACE VIEW results AS {results_sql()};
+"""
 
 #: Columns of `runs` added after version 1, with their type: `apply` adds them to an older database.
 MIGRATIONS = (("start_epoch", "INTEGER"), ("retry_requested_at", "TIMESTAMP"))

@@ -13,10 +13,10 @@ at all (not even read-only). So:
 What is stored comes from the run directories (`ncbench.events`): `sync(workdir)` ingests each
 run's events.jsonl (incrementally: the byte offset already read is remembered per Store object;
 a re-read is harmless because metrics are upserted on their primary key (run_id, epoch, name))
-and heartbeat.json. Status comes from the event log once a run has started: the last `end` event
-wins, else `running`. `set_status` is for what has no event (queued, slot and Slurm job id).
-To mark a worker that died without an `end` event, append one (`EventLog(run_dir).end(...)`) so
-that a later re-ingest agrees.
+and heartbeat.json. Status comes from the event log once a run has started
+(`ncbench.lifecycle.event_status`: the last `end` event wins, else `running`). `set_status` is
+for what has no event (queued, slot and Slurm job id). To mark a worker that died without an
+`end` event, append one (`ncbench.lifecycle.mark_ended`) so that a later re-ingest agrees.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ import duckdb
 
 from ncbench import schema
 from ncbench.errors import StoreError
-from ncbench.events import (
-    EVENTS_FILE, parse_time, read_events_from, read_heartbeat, read_spec,
-)
+from ncbench.events import parse_time, read_events_from, read_heartbeat, read_spec, utcnow
+from ncbench.lifecycle import QUEUED, RUN_STATUSES, event_status
+from ncbench.rundir import EVENTS_FILE, run_dir_of, run_dirs
 from ncbench.runs import RunSpec
 
 __all__ = [
     "Store", "StoreWriter", "SyncResult", "read_connection", "is_lock_error", "query_dicts",
-    "query_runs", "latest_metrics", "RUN_FIELDS", "LOCK_TIMEOUT",
+    "query_runs", "RUN_FIELDS", "LOCK_TIMEOUT",
 ]
 
 #: Columns of `runs` that `set_status(..., **fields)` may set.
@@ -225,12 +225,12 @@ class StoreWriter:
         """Insert the runs not yet stored, as `queued`; existing rows are left untouched (status,
         metrics, config). Returns the number inserted."""
         rows, seen = [], set()
-        now = _now()
+        now = utcnow()
         for spec in specs:
             if spec.run_id in seen:
                 continue
             seen.add(spec.run_id)
-            rows.append(_run_row(spec, "queued", now))
+            rows.append(_run_row(spec, QUEUED, now))
         if not rows:
             return 0
         # Only the new ones, through the appender: executemany is ~1000x slower here (see
@@ -244,10 +244,10 @@ class StoreWriter:
         return len(rows)
 
     def set_status(self, run_id: str, status: str, **fields: Any) -> bool:
-        """Set `status` (one of schema.RUN_STATUSES) and columns among RUN_FIELDS of one run.
-        Returns False if the run is not stored."""
-        if status not in schema.RUN_STATUSES:
-            raise ValueError(f"status must be one of {schema.RUN_STATUSES}, got {status!r}")
+        """Set `status` (one of lifecycle.RUN_STATUSES) and columns among RUN_FIELDS of one
+        run. Returns False if the run is not stored."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
         bad = sorted(set(fields) - set(RUN_FIELDS))
         if bad:
             raise ValueError(f"unknown runs column(s) {bad}; settable: {RUN_FIELDS}")
@@ -303,7 +303,7 @@ class StoreWriter:
             kind = ev.get("type")
             t = parse_time(ev.get("time"))
             if kind == "start":
-                update.update(status="running", started_at=t, finished_at=None, error=None,
+                update.update(started_at=t, finished_at=None, error=None,
                               host=ev.get("host"), device=ev.get("device"), pid=ev.get("pid"),
                               attempt=ev.get("attempt"),
                               start_epoch=ev.get("resumed_from_epoch") or 0)
@@ -317,9 +317,10 @@ class StoreWriter:
                     metrics[(epoch, str(name))] = value
                 update["last_epoch"] = max(epoch, update.get("last_epoch") or 0)
             elif kind == "end":
-                status = ev.get("status")
-                update.update(status=status if status in schema.RUN_STATUSES else "failed",
-                              finished_at=t, error=ev.get("error"))
+                update.update(finished_at=t, error=ev.get("error"))
+        status = event_status(events)  # None: these events leave the status as it is
+        if status is not None:
+            update["status"] = status
         beat = read_heartbeat(run_dir)
         if beat:
             if beat.get("time"):
@@ -351,12 +352,8 @@ class StoreWriter:
 
     def sync(self, workdir: str | Path, run_ids: Iterable[str] | None = None) -> SyncResult:
         """Ingest `<workdir>/runs/<run_id>/` for each of `run_ids` (None: every run dir there)."""
-        runs_root = Path(workdir) / "runs"
         result = SyncResult()
-        if run_ids is None:
-            dirs = sorted(p for p in runs_root.iterdir() if p.is_dir()) if runs_root.is_dir() else []
-        else:
-            dirs = [runs_root / r for r in run_ids]
+        dirs = run_dirs(workdir) if run_ids is None else [run_dir_of(workdir, r) for r in run_ids]
         for d in dirs:
             if not d.is_dir():
                 continue
@@ -374,10 +371,6 @@ _RUN_ID_INDEX = _RUN_INSERT_COLS.index("run_id")
 def _run_row(spec: RunSpec, status: str, now: datetime) -> tuple:
     return (*(getattr(spec, c) for c in schema.RUN_KEY_COLUMNS), spec.run_id, status,
             json.dumps(spec.to_dict(), allow_nan=False), now, 0)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _db_value(column: str, value: Any) -> Any:
@@ -429,25 +422,6 @@ def query_runs(con: duckdb.DuckDBPyConnection, experiments: Sequence[str] | None
     return rows
 
 
-def latest_metrics(con: duckdb.DuckDBPyConnection, names: Sequence[str],
-                   run_ids: Sequence[str] | None = None) -> dict[str, dict[str, float | None]]:
-    """run_id -> {name: value at the run's latest epoch where `name` was recorded}."""
-    if not names:
-        return {}
-    params: list[Any] = list(names)
-    sql = (f"SELECT run_id, name, arg_max(value, epoch) FROM metrics "
-           f"WHERE name IN ({', '.join('?' * len(names))})")
-    if run_ids is not None:
-        if not run_ids:
-            return {}
-        sql += f" AND run_id IN ({', '.join('?' * len(run_ids))})"
-        params += list(run_ids)
-    out: dict[str, dict[str, float | None]] = {}
-    for run_id, name, value in con.execute(sql + " GROUP BY run_id, name", params).fetchall():
-        out.setdefault(run_id, {})[name] = value
-    return out
-
-
 def finite_or_none(value: Any) -> Any:
     """NaN/±inf -> None (for JSON output); other values unchanged."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -456,7 +430,7 @@ def finite_or_none(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------
-# user SQL (ncbench sql) and the status table (ncbench status, the TUI)
+# user SQL (ncbench sql) and JSON output of query values
 # ------------------------------------------------------------------------------------------
 
 
@@ -482,73 +456,6 @@ def run_sql(db_path: str | Path, sql: str, timeout: float = 10.0) -> tuple[list[
                     f"the database is opened read-only: `ncbench sql` runs queries, it cannot change "
                     f"{Path(db_path)} ({_first_line(exc)})") from None
             raise QueryError(f"SQL error: {msg}") from None
-
-
-#: Metric values shown by `status` (latest recorded value per run).
-STATUS_METRICS = ("test_acc", "nc1")
-
-
-def status_rows(specs: Sequence[RunSpec], db_path: str | Path | None,
-                experiments: Sequence[str] | None = None, *, include_unlisted: bool = True,
-                timeout: float = 10.0, now: datetime | None = None) -> list[dict]:
-    """One dict per run for `ncbench status` / the TUI: the runs of `specs` (in their order;
-    `queued` when not in the database — nothing is written) followed, if `include_unlisted`,
-    by stored runs of `experiments` (None: all) that `specs` do not list.
-
-    Keys: experiment, run_id, dataset, model, loss, width, epochs, seed, status, last_epoch,
-    progress ("E/N"), executor, slot, device, host, attempt, slurm_job_id, pid, heartbeat_at,
-    heartbeat_age_s, started_at, finished_at, error, test_acc, nc1, stored (bool), listed (bool:
-    declared in the config)."""
-    now = now or _now()
-    stored: dict[str, dict] = {}
-    latest: dict[str, dict] = {}
-    path = Path(db_path) if db_path is not None else None
-    if path is not None and path.exists():
-        with read_connection(path, timeout=timeout) as con:
-            check_ncbench_db(con, path)
-            for r in query_runs(con, experiments=list(experiments) if experiments else None):
-                stored[r["run_id"]] = r
-            latest = latest_metrics(con, STATUS_METRICS)
-
-    def row(base: dict, listed: bool) -> dict:
-        rid = base["run_id"]
-        db = stored.get(rid)
-        r = {k: base.get(k) for k in ("experiment", "run_id", "dataset", "model", "loss", "width",
-                                      "epochs", "seed")}
-        r["status"] = db["status"] if db else "queued"
-        for k in ("last_epoch", "executor", "slot", "device", "host", "attempt", "slurm_job_id",
-                  "pid", "heartbeat_at", "started_at", "finished_at", "error"):
-            r[k] = db.get(k) if db else None
-        if r["attempt"] is None:
-            r["attempt"] = 0
-        r["progress"] = f"{r['last_epoch'] or 0}/{r['epochs']}"
-        hb = r["heartbeat_at"]
-        r["heartbeat_age_s"] = (now - hb).total_seconds() if isinstance(hb, datetime) else None
-        for m in STATUS_METRICS:
-            r[m] = latest.get(rid, {}).get(m)
-        r["stored"], r["listed"] = db is not None, listed
-        return r
-
-    rows, seen = [], set()
-    for spec in specs:
-        if spec.run_id in seen:
-            continue
-        seen.add(spec.run_id)
-        rows.append(row({"run_id": spec.run_id, **{k: getattr(spec, k) for k in schema.RUN_KEY_COLUMNS}},
-                        True))
-    if include_unlisted:
-        for rid, db in stored.items():
-            if rid not in seen:
-                rows.append(row(db, False))
-    return rows
-
-
-def status_counts(rows: Iterable[dict]) -> dict[str, int]:
-    """Number of rows per status, in schema.RUN_STATUSES order (zeros left out)."""
-    counts = {s: 0 for s in schema.RUN_STATUSES}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return {k: v for k, v in counts.items() if v}
 
 
 def to_jsonable(value: Any) -> Any:
@@ -577,21 +484,3 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     return str(value)
-
-
-def stored_experiments(db_path: str | Path) -> set[str]:
-    """Experiment names with at least one run in the database (empty if there is no database)."""
-    path = Path(db_path)
-    if not path.exists():
-        return set()
-    with read_connection(path) as con:
-        return {name for (name,) in con.execute("SELECT DISTINCT experiment FROM runs").fetchall()}
-
-
-def shown_experiments(config, db_path: str | Path) -> list[str]:
-    """The experiments views show when none is named: the config's `default` ones and every one
-    with stored runs, in file order — not the untouched grids of a shared experiments.toml
-    (e.g. the paper's GPU grids on a laptop)."""
-    active = set(config.default) | stored_experiments(db_path)
-    return [name for name in config.names if name in active]
-

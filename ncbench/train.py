@@ -63,19 +63,19 @@ import torch
 from torch import nn
 
 from ncbench.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ncbench.lifecycle import DIVERGED, DONE, INTERRUPTED
 from ncbench.precision import setup_training
+from ncbench.rundir import BEST_FILE  # `<run_dir>/best.json`: {"epoch", "val_acc", "test_acc"}
 from ncbench.runs import RunSpec
 
 __all__ = ["train_run", "Sink", "ListSink", "resolve_device", "lr_milestones", "evaluate", "load_dataset",
-           "train_epoch", "CHECKPOINT_SECONDS", "EVAL_BATCH_SIZE", "BEST_FILE"]
+           "train_epoch", "CHECKPOINT_SECONDS", "EVAL_BATCH_SIZE"]
 
 #: A checkpoint is also written after an epoch that ends more than this many seconds after the
 #: last checkpoint (bounds the work lost to an interruption between evaluations).
 CHECKPOINT_SECONDS = 600.0
 #: Batch size of the evaluation passes (no gradients: larger than the training batch is fine).
 EVAL_BATCH_SIZE = 512
-#: `<run_dir>/best.json`: the best-validation record {"epoch", "val_acc", "test_acc"}.
-BEST_FILE = "best.json"
 #: Keep evaluation features on the device (one forward pass) up to this many bytes; beyond it the
 #: NC statistics take a second forward pass instead (see `ncbench.nc.CollapseStats`).
 KEEP_FEATURES_BYTES = 2 * 1024**3
@@ -249,9 +249,9 @@ def load_dataset(spec: RunSpec):
 
 
 def _atomic_json(path: Path, obj: dict) -> None:
-    from ncbench.checkpoint import atomic_write_bytes
+    from ncbench.events import atomic_write_bytes
 
-    atomic_write_bytes(path, (json.dumps(obj) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj) + "\n").encode(), sync_dir=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,11 +261,11 @@ def _atomic_json(path: Path, obj: dict) -> None:
 
 def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = None,
               should_stop: Callable[[], bool] | None = None, *, dataset=None) -> str:
-    """Train the run `spec`, reporting to `sink`; returns its status: "done", "diverged" or
-    "interrupted" (exceptions propagate: the worker turns them into "failed").
+    """Train the run `spec`, reporting to `sink`; returns its status (`ncbench.lifecycle`):
+    DONE, DIVERGED or INTERRUPTED (exceptions propagate: the worker turns them into FAILED).
 
     `run_dir`: where checkpoint.pt and best.json live (None: no checkpoints, no resume).
-    `should_stop`: polled before every batch; True → return "interrupted" (see module doc).
+    `should_stop`: polled before every batch; True → return INTERRUPTED (see module doc).
     `dataset`: the run's `SplitDataset` if already loaded (a standby worker loads it while it
     waits for a slot), else `make_dataset` loads it here.
     """
@@ -352,7 +352,7 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
                             scaler=scaler, should_stop=stop,
                             on_batch=lambda b, nb, e=epoch: sink.progress(e - 1, b, nb))
         if stats["interrupted"]:
-            return "interrupted"
+            return INTERRUPTED
         scheduler.step()
         diverged = not math.isfinite(float(stats["loss_sum"]))  # (waits for the device)
         epoch_seconds = time.perf_counter() - t0
@@ -380,7 +380,7 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
                 diverged = True
             sink.eval(epoch, metrics)
             if diverged:
-                return "diverged"
+                return DIVERGED
             val = metrics.get("val_acc")
             if val is not None and (best is None or val > best["val_acc"]):
                 best = {"epoch": epoch, "val_acc": val, "test_acc": metrics.get("test_acc")}
@@ -389,4 +389,4 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
             save(epoch)
         elif time.perf_counter() - last_ckpt_time > CHECKPOINT_SECONDS:
             save(epoch)
-    return "done"
+    return DONE

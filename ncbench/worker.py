@@ -1,7 +1,8 @@
 """The worker process of one run: `python -m ncbench.worker RUN_DIR`.
 
 It reads `RUN_DIR/spec.json`, resumes from `RUN_DIR/checkpoint.pt` if there is one, trains
-(`ncbench.train.train_run`) and reports through `RUN_DIR/events.jsonl` (`ncbench.events`):
+(`ncbench.train.train_run`) and reports through `RUN_DIR/events.jsonl` (`ncbench.events`; the
+file names are `ncbench.rundir`'s, the statuses and attempt numbers `ncbench.lifecycle`'s):
 
 - `start` (once setup is done): attempt, host, device, pid, resumed_from_epoch, plus `slot`,
   `executor`, `cuda_visible_devices` and `threads` as given by the executor;
@@ -19,8 +20,8 @@ the run ends `interrupted` (resumable from its last checkpoint); further signals
 executor sets it), the worker asks Linux to send it SIGTERM when its parent dies
 (`prctl(PR_SET_PDEATHSIG)`), so a killed manager leaves no orphan training on.
 
-Environment read: `NCBENCH_ATTEMPT` (attempt number; default 1 + the number of `end` events
-already in the log), `NCBENCH_SLOT`, `NCBENCH_EXECUTOR`, `NCBENCH_THREADS` (torch CPU threads),
+Environment read: `NCBENCH_ATTEMPT` (attempt number; default `lifecycle.next_attempt`: 1 + the
+number of `end` events already in the log), `NCBENCH_SLOT`, `NCBENCH_EXECUTOR`, `NCBENCH_THREADS` (torch CPU threads),
 `NCBENCH_PARENT_PID`, `CUDA_VISIBLE_DEVICES` (recorded).
 
 Standby. With `NCBENCH_STANDBY=1` the worker imports torch and the registries and loads the
@@ -45,8 +46,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from ncbench.events import PHASE_DONE, PHASE_SETUP, PHASE_TRAIN, read_events
+from ncbench.lifecycle import DIVERGED, DONE, FAILED, INTERRUPTED
+
 HEARTBEAT_SECONDS = 2.0
-EXIT_CODES = {"done": 0, "failed": 1, "usage": 2, "diverged": 3, "interrupted": 4, "cancelled": 5}
+#: The worker's exit code per outcome: the run's end status, or why it never started.
+EXIT_CODES = {DONE: 0, FAILED: 1, "usage": 2, DIVERGED: 3, INTERRUPTED: 4, "cancelled": 5}
 
 
 def _set_parent_death_signal() -> None:
@@ -88,33 +93,25 @@ def one_line(exc: BaseException) -> str:
     return text[:500]
 
 
-def count_events(run_dir: Path, kind: str) -> int:
-    from ncbench.events import read_events
-
-    return sum(1 for e in read_events(run_dir) if e.get("type") == kind)
-
-
 class WorkerSink:
     """The `ncbench.train.Sink` of a worker: events to the EventLog, progress to the heartbeat.
 
     Holds `log` (EventLog), `attempt`, `info` (extra fields of the start event), `logged`
     (epochs with an eval event already in the log), and the progress the heartbeat reports:
-    `epoch` (completed), `batch`, `batches`, `phase` ("setup" | "train" | "done")."""
+    `epoch` (completed), `batch`, `batches`, `phase` (`ncbench.events.HEARTBEAT_PHASES`)."""
 
     def __init__(self, log, attempt: int, info: dict[str, Any]):
-        from ncbench.events import read_events
-
         self.log, self.attempt, self.info = log, attempt, info
         self.logged = {int(e["epoch"]) for e in read_events(log.run_dir)
                        if e.get("type") == "eval" and "epoch" in e}
         self.epoch: int | None = None
         self.batch = 0
         self.batches = 0
-        self.phase = "setup"
+        self.phase = PHASE_SETUP
 
     def start(self, *, device: str, resumed_from_epoch: int | None, **info: Any) -> None:
         self.epoch = resumed_from_epoch or 0
-        self.phase = "train"
+        self.phase = PHASE_TRAIN
         self.log.start(self.attempt, device=device, resumed_from_epoch=resumed_from_epoch,
                        **self.info, **info)
 
@@ -192,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(argv[0])
 
     from ncbench.events import EventLog, read_spec
+    from ncbench.lifecycle import end_attempt, next_attempt
+    from ncbench.rundir import SPEC_FILE
 
     try:
         spec = read_spec(run_dir)
     except (OSError, ValueError, TypeError) as exc:
-        print(f"ncbench worker: cannot read {run_dir / 'spec.json'}: {exc}", file=sys.stderr)
+        print(f"ncbench worker: cannot read {run_dir / SPEC_FILE}: {exc}", file=sys.stderr)
         return EXIT_CODES["usage"]
 
     stop = threading.Event()
@@ -225,13 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ncbench worker: on standby (imports and data took {time.monotonic() - t0:.1f} s)",
               file=sys.stderr, flush=True)
         # Once the executor has said go, the run is started: even if a stop signal came in the
-        # meantime, go on (train_run returns "interrupted" before its first batch) so that the
+        # meantime, go on (train_run returns INTERRUPTED before its first batch) so that the
         # attempt ends with an `end` event like every other.
         if not _wait_for_go():
             return EXIT_CODES["cancelled"]
 
     log = EventLog(run_dir, spec.run_id)
-    attempt = int(os.environ.get("NCBENCH_ATTEMPT") or count_events(run_dir, "end") + 1)
+    attempt = int(os.environ.get("NCBENCH_ATTEMPT") or next_attempt(run_dir))
     info = {
         "slot": os.environ.get("NCBENCH_SLOT"),
         "executor": os.environ.get("NCBENCH_EXECUTOR"),
@@ -244,25 +243,25 @@ def main(argv: list[str] | None = None) -> int:
     beat.start()
     print(f"ncbench worker: run {spec.run_id} ({spec.label}), attempt {attempt}, pid {os.getpid()}",
           file=sys.stderr, flush=True)
-    status, error = "failed", None
+    status, error = FAILED, None
     try:
         from ncbench.train import train_run
 
         status = train_run(spec, sink, run_dir=run_dir, should_stop=stop.is_set, dataset=dataset)
     except KeyboardInterrupt:
-        status, error = "interrupted", "KeyboardInterrupt"
+        status, error = INTERRUPTED, "KeyboardInterrupt"
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the code says it
         traceback.print_exc(file=sys.stderr)
         sys.stderr.flush()
-        status, error = "failed", one_line(exc)
+        status, error = FAILED, one_line(exc)
     finally:
-        sink.phase = "done"
+        sink.phase = PHASE_DONE
         beat.stop()
         try:
             sink.beat()
         except OSError:
             pass
-    log.end(status, error=error)
+    end_attempt(log, status, error)
     print(f"ncbench worker: run {spec.run_id} ended {status}" + (f": {error}" if error else ""),
           file=sys.stderr, flush=True)
     return EXIT_CODES[status]

@@ -115,14 +115,17 @@ def wait_for(pred, timeout: float = 90.0, interval: float = 0.1, what: str = "co
 
 
 def run_dirs(workdir: Path) -> list[Path]:
-    root = workdir / "runs"
-    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    from ncbench.rundir import run_dirs as dirs
+
+    return dirs(workdir)
 
 
 def spec_of(run_dir: Path) -> dict:
     """The run's spec.json as a dict ({} while it is being written)."""
+    from ncbench.rundir import SPEC_FILE
+
     try:
-        return json.loads((run_dir / "spec.json").read_text())
+        return json.loads((run_dir / SPEC_FILE).read_text())
     except (OSError, ValueError):
         return {}
 
@@ -138,14 +141,18 @@ def of_type(run_dir: Path, kind: str) -> list[dict]:
 
 
 def heartbeat(run_dir: Path) -> dict | None:
+    from ncbench.rundir import HEARTBEAT_FILE
+
     try:
-        return json.loads((run_dir / "heartbeat.json").read_text())
+        return json.loads((run_dir / HEARTBEAT_FILE).read_text())
     except (OSError, ValueError):
         return None
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / "checkpoint.pt").exists()
+    from ncbench.rundir import CHECKPOINT_FILE
+
+    return (run_dir / CHECKPOINT_FILE).exists()
 
 
 def pid_alive(pid: int) -> bool:

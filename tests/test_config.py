@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from ncbench.config import (
-    BUILTIN_NAMES, KEYS, SWEEP_ORDER, check_datasets, check_runs, default_db_path, expand,
-    load_config, select,
-)
+from ncbench import names
+from ncbench.config import KEYS, SWEEP_ORDER, expand, load_config, select
 from _runkit import DIGITS_TOML as BASE
 from ncbench.errors import ConfigError, DatasetNotFoundError
+from ncbench.paths import default_db_path, default_workdir
+from ncbench.preflight import check_datasets, check_runs
+from ncbench.registry import Registry
 from ncbench.runs import RunSpec, canonical_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def test_all_shipped_run_ids_distinct_across_experiments():
 def test_default_db_and_workdir_beside_config(tmp_path):
     cfg = load_config(write(tmp_path, BASE))
     assert cfg.db_path == tmp_path / "ncbench.duckdb" == default_db_path(cfg.path)
-    assert cfg.workdir == tmp_path / ".ncbench"
+    assert cfg.workdir == tmp_path / ".ncbench" == default_workdir(cfg.path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,13 +300,55 @@ def test_unknown_experiment_suggests_closest(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_builtin_names_match_registries():
+def test_every_declared_name_is_registered():
+    """A registry refuses undeclared names by itself (below); a declared name nobody registers
+    can only be seen by importing the registries."""
     losses = pytest.importorskip("ncbench.losses")
     models = pytest.importorskip("ncbench.models")
     data = pytest.importorskip("ncbench.data")
-    assert set(BUILTIN_NAMES["loss"]) == set(losses.loss_names())
-    assert set(BUILTIN_NAMES["model"]) == set(models.model_names())
-    assert set(BUILTIN_NAMES["dataset"]) == set(data.dataset_names())
+    assert losses.loss_names() == sorted(names.LOSSES) == sorted(names.BUILTIN["loss"])
+    assert models.model_names() == sorted(names.MODELS) == sorted(names.BUILTIN["model"])
+    assert data.dataset_names() == sorted(names.DATASETS) == sorted(names.BUILTIN["dataset"])
+    assert losses.LOSSES.declared == names.LOSSES and models.MODELS.declared == names.MODELS
+    assert data.DATASETS.declared == names.DATASETS
+
+
+def test_registry_refuses_an_undeclared_name():
+    reg: Registry = Registry("loss", declared=("ce", "fl"))
+    reg.register("ce")(lambda: "ce")
+    with pytest.raises(ValueError, match=r"loss 'focal' is not declared.*ncbench/names.py"):
+        reg.register("focal")  # fails at the decorator line, i.e. when its module is imported
+    assert reg.names() == ["ce"] and reg.get("ce")() == "ce"
+    # a module that registers an undeclared name fails to import
+    code = ("from ncbench.registry import Registry\n"
+            "R = Registry('model', declared=('mlp',))\n"
+            "@R.register('tiny')\ndef tiny(): pass\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode != 0 and "model 'tiny' is not declared" in out.stderr
+
+
+def test_config_checks_names_against_the_declaration(tmp_path):
+    """config validates names against ncbench.names (the registries' declaration), not a copy."""
+    from ncbench import config
+
+    assert config.BUILTIN is names.BUILTIN and not hasattr(config, "BUILTIN_NAMES")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, BASE.replace('model = "mlp"', 'model = "tinny"')))
+    assert f"known: {', '.join(names.MODELS)} (or" in info.value.reason
+
+
+def test_config_imports_no_training_code_and_no_preflight():
+    """config.py's imports, read from its source (function-level ones too): only torch-free
+    modules below it — never torch, the registries' modules or the pre-flight."""
+    import ast
+
+    tree = ast.parse((ROOT / "ncbench" / "config.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    ours = {m for m in imported if m.startswith("ncbench")}
+    assert ours == {"ncbench.errors", "ncbench.names", "ncbench.paths", "ncbench.registry",
+                    "ncbench.runs"}, ours
+    assert not any(m.split(".")[0] == "torch" for m in imported)
 
 
 def test_config_does_not_import_torch():
@@ -331,6 +374,7 @@ def test_check_datasets_absent_dataset_names_path(tmp_path):
     ("model_params = { depht = 2 }", "model_params", "did you mean 'depth'"),
     ("per_class = 100000", "per_class", "has only"),
     ("dataset_params = { test_fraction = 2.0 }", "dataset_params", "test_fraction must be in (0, 1)"),
+    ("width = 0.001", "width", "→ 0 hidden units"),
 ])
 def test_check_datasets_rejects_what_the_data_or_the_model_refuse(tmp_path, extra, key, reason):
     """Settings only the dataset or the model can judge fail in the pre-flight check, naming
@@ -360,4 +404,30 @@ def test_check_runs_rejects_bad_loss_params(tmp_path):
     with pytest.raises(ConfigError) as info:
         check_runs(expand(cfg), cfg)
     assert info.value.key == "loss_params" and "gama" in str(info.value)
+    assert info.value.file == str(cfg.path) and info.value.line == 7  # the loss_params line
     check_runs(expand(load_config(ROOT / "experiments.toml")))
+
+
+def test_check_runs_resolves_import_path_names(tmp_path):
+    """An import-path name is accepted by the (torch-free) config and resolved by the
+    pre-flight, which names the key; one that resolves passes."""
+    pytest.importorskip("ncbench.models")
+    bad = BASE.replace('model = "mlp"', 'model = "ncbench.models:no_such_model"')
+    cfg = load_config(write(tmp_path, bad))
+    with pytest.raises(ConfigError) as info:
+        check_runs(expand(cfg), cfg)
+    assert info.value.key == "model" and info.value.experiment == "a"
+    assert "ncbench.models:no_such_model" in info.value.reason and info.value.line == 4
+    good = BASE.replace('loss = "ce"', 'loss = "ncbench.losses:CrossEntropyLoss"')
+    check_runs(expand(load_config(write(tmp_path, good, "good.toml"))))
+
+
+def test_check_runs_without_a_config_names_experiment_and_key():
+    pytest.importorskip("ncbench.losses")
+    with pytest.raises(ConfigError) as info:
+        check_runs([spec(loss="fl", loss_params={"gamma": -1, "x": 1})])
+    err = info.value
+    assert (err.file, err.experiment, err.key) == (None, "e", "loss_params")
+    with pytest.raises(ConfigError, match="unknown dataset 'digts'") as info:
+        check_runs([spec(dataset="digts")])  # a spec not from a config: its name is checked too
+    assert info.value.key == "dataset"

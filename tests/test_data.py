@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ncbench.data import (channel_stats, dataset_names, make_dataset, stratified_split)
-from ncbench.errors import ConfigError, DatasetNotFoundError, UnknownNameError
+from ncbench.errors import DatasetNotFoundError, ParameterError, UnknownNameError
 
 
 # ---- writers of the real formats ------------------------------------------------------------
@@ -242,7 +242,7 @@ def _cifar_specs(root: Path, download: bool):
 def test_cifar_download_fetches_once_in_the_preflight(cifar_server, tmp_path):
     """download = true: `check_datasets` (ncbench run's pre-flight, in the manager) fetches the
     archive once, checks its md5 and extracts it; the data then loads with download off."""
-    from ncbench.config import check_datasets
+    from ncbench.preflight import check_datasets
 
     ref, _ = cifar_server
     root = tmp_path / "data"
@@ -263,7 +263,7 @@ def test_ncbench_run_with_download_fetches_in_the_manager_only(cifar_server, tmp
     """`ncbench run` (run_grid, local executor) of two runs with download = true: the manager
     downloads once; the two worker processes — which would fail to reach the real
     www.cs.toronto.edu from here — find the files in place and train."""
-    from ncbench.executors import run_grid
+    from ncbench.grid import run_grid
 
     monkeypatch.setenv("NCBENCH_THREADS", "1")
     root = tmp_path / "data"
@@ -285,8 +285,10 @@ device = "cpu"
     result = run_grid(cfg)
     assert sorted(result.results.values()) == ["done", "done"], result.results
     assert (root / "cifar-10-batches-py" / "test_batch").is_file()
+    from ncbench.rundir import WORKER_LOG, run_dir_of
+
     for run_id in result.results:
-        log = (tmp_path / ".ncbench" / "runs" / run_id / "worker.log").read_text()
+        log = (run_dir_of(tmp_path / ".ncbench", run_id) / WORKER_LOG).read_text()
         assert "Downloading" not in log and "toronto" not in log, log
 
 
@@ -392,7 +394,7 @@ def test_miniimagenet_bad_pickle(tmp_path):
                                          ("digits", {"test_fraction": 1}, "test_fraction"),
                                          ("miniimagenet", {"test_per_class": 0}, "test_per_class")])
 def test_split_options_out_of_range_name_their_key(tmp_path, name, kw, key):
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(ParameterError) as e:
         make_dataset(name, root=tmp_path, **kw)
     assert e.value.key == key
 
@@ -437,7 +439,7 @@ def test_gaussian():
 
 
 def test_gaussian_bad_kw():
-    with pytest.raises(ConfigError, match="dim"):
+    with pytest.raises(ParameterError, match="dim"):
         make_dataset("gaussian", dim=0)
 
 
@@ -488,15 +490,15 @@ def test_per_class_balanced_then_holdout():
     other = make_dataset("digits", per_class=50, val_fraction=0.2, data_seed=2)
     assert not torch.equal(ds.train.x, other.train.x)
     assert torch.equal(ds.test.x, other.test.x)  # test untouched by per_class
-    with pytest.raises(ConfigError, match="per_class"):
+    with pytest.raises(ParameterError, match="per_class"):
         make_dataset("digits", per_class=10_000)
-    with pytest.raises(ConfigError, match="per_class"):
+    with pytest.raises(ParameterError, match="per_class"):
         make_dataset("digits", per_class=0)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 2, "x"])
 def test_bad_val_fraction(bad):
-    with pytest.raises(ConfigError, match="val_fraction"):
+    with pytest.raises(ParameterError, match="val_fraction"):
         make_dataset("digits", val_fraction=bad)
 
 
@@ -556,7 +558,7 @@ def test_split_dataset_to_device_keeps_values():
         ds.split("valid")
 
 
-def test_unknown_dataset_keyword_is_config_error_with_suggestion():
-    with pytest.raises(ConfigError, match="did you mean 'dim'") as e:
+def test_unknown_dataset_keyword_is_parameter_error_with_suggestion():
+    with pytest.raises(ParameterError, match="did you mean 'dim'") as e:
         make_dataset("gaussian", dims=3)
     assert e.value.key == "dims"

@@ -13,6 +13,7 @@ import time
 from ncbench.events import (
     EventLog, parse_time, read_events, read_events_from, read_heartbeat, read_spec, write_spec,
 )
+from ncbench.rundir import EVENTS_FILE, HEARTBEAT_FILE
 from ncbench.runs import RunSpec
 
 
@@ -27,7 +28,7 @@ def test_events_roundtrip_format(tmp_path):
     log.eval(0, {"train_acc": 0.25, "nc1": 3.5})
     log.eval(5, {"train_acc": 1, "test_acc": 0.5})
     log.end("done")
-    lines = (tmp_path / "abc" / "events.jsonl").read_text().splitlines()
+    lines = (tmp_path / "abc" / EVENTS_FILE).read_text().splitlines()
     assert len(lines) == 4
     raw = [json.loads(x) for x in lines]  # every line is strict JSON
     assert [e["type"] for e in raw] == ["start", "eval", "eval", "end"]
@@ -39,13 +40,13 @@ def test_events_roundtrip_format(tmp_path):
     ev = read_events(tmp_path / "abc")
     assert ev[1]["metrics"] == {"train_acc": 0.25, "nc1": 3.5}
     assert ev[2]["epoch"] == 5 and ev[3]["status"] == "done" and ev[3]["error"] is None
-    assert read_events(tmp_path / "abc" / "events.jsonl") == ev
+    assert read_events(tmp_path / "abc" / EVENTS_FILE) == ev
 
 
 def test_nonfinite_metrics_roundtrip_as_strings(tmp_path):
     log = EventLog(tmp_path / "r")
     log.eval(1, {"a": float("nan"), "b": float("inf"), "c": float("-inf"), "d": None, "e": 1e-300})
-    line = (tmp_path / "r" / "events.jsonl").read_text()
+    line = (tmp_path / "r" / EVENTS_FILE).read_text()
     assert '"a": "nan"' in line and '"b": "inf"' in line and '"c": "-inf"' in line
     json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))  # strict JSON
     m = read_events(tmp_path / "r")[0]["metrics"]
@@ -88,21 +89,14 @@ def test_incremental_read(tmp_path):
     assert read_events(tmp_path / "missing") == []
 
 
-def test_end_status_validated(tmp_path):
-    import pytest
-
-    with pytest.raises(ValueError, match="end status"):
-        EventLog(tmp_path / "r").end("finished")
-
-
 def test_heartbeat_atomic_and_readable(tmp_path):
     log = EventLog(tmp_path / "r")
     assert read_heartbeat(tmp_path / "r") is None
     beat = log.heartbeat(3, phase="train")
     got = read_heartbeat(tmp_path / "r")
     assert got == beat and got["epoch"] == 3 and got["pid"] == os.getpid() and got["phase"] == "train"
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["heartbeat.json"]  # no tmp left
-    (tmp_path / "r" / "heartbeat.json").write_text("{not json")
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [HEARTBEAT_FILE]  # no tmp left
+    (tmp_path / "r" / HEARTBEAT_FILE).write_text("{not json")
     assert read_heartbeat(tmp_path / "r") is None
 
 

@@ -1,5 +1,5 @@
-"""`ncbench.figures`: the paper's Figures 1–3, checked through the matplotlib objects (axes, lines,
-images, scales, labels) against `ncbench.report` / direct SQL, plus the files written."""
+"""`ncbench.report.figures`: the paper's Figures 1–3, checked through the matplotlib objects (axes,
+lines, images, scales, labels) against `ncbench.report` / direct SQL, plus the files written."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from _report_data import LOSSES, make_synthetic_db
-from ncbench import figures, report
+from ncbench import report
+from ncbench.report import figures
 
 
 @pytest.fixture(scope="module")

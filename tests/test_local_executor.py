@@ -14,10 +14,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from _runkit import experiment, ncbench, of_type, query, run_dirs, write_config
 
-from ncbench.errors import ConfigError
+from ncbench.errors import ConfigError, ParameterError, UsageError
 from ncbench.events import EventLog, atomic_write_text
-from ncbench.executors import classify_run, next_attempt, plan_runs, run_dir_of
 from ncbench.executors.local import describe_exit, make_slots, parse_gpus
+from ncbench.grid import plan_runs
+from ncbench.lifecycle import classify_run, next_attempt
+from ncbench.rundir import HEARTBEAT_FILE, WORKER_LOG, run_dir_of, runs_root
 from ncbench.runs import RunSpec
 
 
@@ -56,23 +58,63 @@ def test_cpu_slots_split_the_cores():
 
 
 def test_slot_option_errors():
-    with pytest.raises(ConfigError, match="only 2 GPU"):
+    """The executor says what is wrong with an option (ParameterError, keyed by the option);
+    where the value came from is the grid's to say (below)."""
+    with pytest.raises(ParameterError, match="only 2 GPU") as info:
         make_slots([5], 1, None, visible=["0", "1"])
-    with pytest.raises(ConfigError, match="--per-gpu"):
+    assert info.value.key == "gpus"
+    with pytest.raises(ParameterError, match="--per-gpu") as info:
         make_slots([0], 1, 2, visible=["0", "1"])
-    with pytest.raises(ConfigError, match="--workers must be"):
+    assert info.value.key == "workers"
+    with pytest.raises(ParameterError, match="must be ≥ 1, got 0") as info:
         make_slots(None, 1, 0, visible=[])
+    assert info.value.key == "workers"
+    with pytest.raises(ParameterError, match="must be ≥ 1, got 0") as info:
+        make_slots(None, 0, None, visible=[])
+    assert info.value.key == "per_gpu"
     assert parse_gpus("0,1,3") == [0, 1, 3] and parse_gpus([2]) == [2]
     assert parse_gpus("all") is None and parse_gpus("none") == [] and parse_gpus(None) is None
-    with pytest.raises(ConfigError, match="GPU indices"):
+    with pytest.raises(ParameterError, match="GPU indices") as info:
         parse_gpus("0,x")
+    assert info.value.key == "gpus"
+
+
+def test_a_bad_option_names_its_flag_or_its_config_key(tmp_path):
+    """The same check of an option is a UsageError naming the flag when `ncbench run` was given
+    the value, and a ConfigError naming the file and `executor.local.<key>` when the config's
+    `[executor.local]` holds it (nothing trains either way)."""
+    from ncbench.grid import run_grid
+
+    cfg = write_config(tmp_path, experiment("tiny", epochs=1))
+    with pytest.raises(UsageError) as info:
+        run_grid(cfg, options={"workers": 0}, preflight=False)
+    assert str(info.value) == "--workers: must be ≥ 1, got 0"
+    with pytest.raises(UsageError) as info:
+        run_grid(cfg, options={"gpus": "0,x"}, preflight=False)
+    assert str(info.value).startswith("--gpus: expected GPU indices like 0,1,3")
+    with pytest.raises(UsageError) as info:
+        run_grid(cfg, options={"mem_gb": 4}, preflight=False)
+    assert str(info.value) == "--slurm-mem-gb: a Slurm option: use it with --executor slurm"
+
+    text = cfg.read_text()
+    cfg.write_text("[executor.local]\nper_gpu = 0\n" + text)
+    with pytest.raises(ConfigError) as info:
+        run_grid(cfg, preflight=False)
+    assert str(info.value) == f"{cfg}, key 'executor.local.per_gpu': must be ≥ 1, got 0"
+    # the flag overrides the config's value: the error is then the flag's
+    with pytest.raises(UsageError, match="^--per-gpu: must be ≥ 1, got -1$"):
+        run_grid(cfg, options={"per_gpu": -1}, preflight=False)
+    cfg.write_text('[executor.local]\ngpus = "0,x"\n' + text)
+    with pytest.raises(ConfigError, match=r"key 'executor.local.gpus': expected GPU indices"):
+        run_grid(cfg, preflight=False)
+    assert not any(d.is_dir() for d in run_dirs(tmp_path / ".ncbench"))
 
 
 # -- exit causes ----------------------------------------------------------------------------------
 
 
 def test_describe_exit(tmp_path):
-    log = tmp_path / "worker.log"
+    log = tmp_path / WORKER_LOG
     log.write_text("ncbench worker: run x\nTraceback (most recent call last):\n  File ...\n"
                    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
     assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
@@ -99,7 +141,7 @@ def _started_run(tmp_path, *, host: str, pid: int, age_s: float, end: str | None
     if end:
         log.end(end)
     t = (datetime.now(timezone.utc) - timedelta(seconds=age_s)).isoformat()
-    atomic_write_text(d / "heartbeat.json", json.dumps({"pid": pid, "host": host, "time": t,
+    atomic_write_text(d / HEARTBEAT_FILE, json.dumps({"pid": pid, "host": host, "time": t,
                                                         "epoch": 1, "phase": "train"}))
     return spec, d
 
@@ -133,7 +175,7 @@ def test_plan_skips_done_and_alive_resumes_lost(tmp_path):
     spec2 = lost.replace(seed=1)
     d2 = run_dir_of(tmp_path, spec2.run_id)
     EventLog(d2, spec2.run_id).start(1, host="elsewhere", pid=1)
-    atomic_write_text(d2 / "heartbeat.json", json.dumps(
+    atomic_write_text(d2 / HEARTBEAT_FILE, json.dumps(
         {"pid": 1, "host": "elsewhere", "time": datetime.now(timezone.utc).isoformat(), "epoch": 0,
          "phase": "train"}))
     spec3 = lost.replace(seed=2)
@@ -166,7 +208,7 @@ def test_fake_gpu_slots_reach_the_workers(tmp_path):
 
 
 def test_a_second_manager_on_the_same_workdir_is_refused(tmp_path):
-    from ncbench.executors import lock_workdir
+    from ncbench.grid import lock_workdir
 
     cfg = write_config(tmp_path, experiment("tiny", losses=("ce",), epochs=1))
     with lock_workdir(tmp_path / ".ncbench"):  # as if another `ncbench run` were running
@@ -174,4 +216,4 @@ def test_a_second_manager_on_the_same_workdir_is_refused(tmp_path):
     assert out.returncode == 2
     assert "another `ncbench run`" in out.stderr and f"pid {os.getpid()}" in out.stderr
     assert "Traceback" not in out.stderr
-    assert not (tmp_path / ".ncbench" / "runs").exists()
+    assert not runs_root(tmp_path / ".ncbench").exists()

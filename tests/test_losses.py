@@ -9,7 +9,7 @@ import mpmath
 import pytest
 import torch
 
-from ncbench.errors import UnknownNameError
+from ncbench.errors import ParameterError, UnknownNameError
 from ncbench.losses import LOSS_DEFAULTS, loss_names, make_loss
 
 # --------------------------------------------------------------------------------------------
@@ -258,6 +258,24 @@ def test_bad_params_raise_clear_errors(name, params, fragment):
     assert f"loss '{name}'" in str(info.value)
 
 
+@pytest.mark.parametrize("name,params", [("fl", {"gama": 2}), ("ls", {"alpha": 2.0}),
+                                         ("mse", {"class_mean": "yes"}), ("ce", {"x": 1})])
+def test_bad_params_are_parameter_errors_naming_loss_params(name, params):
+    with pytest.raises(ParameterError) as info:
+        make_loss(name, 10, **params)
+    assert info.value.key == "loss_params" and info.value.reason == str(info.value)
+
+
+def test_unknown_parameter_suggestion_is_the_shared_phrase():
+    with pytest.raises(ParameterError) as info:
+        make_loss("mse", 10, kapa=2)
+    assert str(info.value) == ("loss 'mse': unknown parameter(s) 'kapa' (did you mean 'kappa'?); "
+                               "valid parameters: kappa, beta, class_mean")
+    with pytest.raises(ParameterError) as info:  # nothing close: no suggestion
+        make_loss("fl", 10, zzz=1)
+    assert "did you mean" not in str(info.value)
+
+
 def test_unknown_name_suggests_closest():
     with pytest.raises(UnknownNameError) as info:
         make_loss("focal", 10)
@@ -268,8 +286,9 @@ def test_unknown_name_suggests_closest():
 
 @pytest.mark.parametrize("num_classes", [1, 0, 2.0, True, "10"])
 def test_bad_num_classes(num_classes):
-    with pytest.raises(ValueError, match="num_classes must be an integer ≥ 2"):
+    with pytest.raises(ValueError, match="num_classes must be an integer ≥ 2") as info:
         make_loss("ce", num_classes)
+    assert isinstance(info.value, ParameterError)
 
 
 @pytest.mark.parametrize(

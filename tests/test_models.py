@@ -13,7 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from ncbench.cli.app import app
-from ncbench.errors import ConfigError, UnknownNameError
+from ncbench.errors import ParameterError, UnknownNameError, UsageError
 from ncbench.models import count_parameters, make_model, model_names
 
 ALL = ["mlp", "resnet18", "wrn18", "wrn50"]
@@ -65,7 +65,7 @@ def test_wrn50_width2_body_equals_torchvision_wide_resnet50_2():
 
 
 def test_wrn50_param_counts_k10():
-    # exact counts quoted in docs/readme/50-models-data.md
+    # exact counts quoted in docs/models-data.md (tests/test_docs.py checks every count there)
     got = {w: count_parameters(meta_model("wrn50", 10, w)) for w in (0.25, 0.5, 1, 2)}
     assert got == {0.25: 5_880_074, 0.5: 10_345_674, 1: 23_520_842, 2: 66_847_050}
 
@@ -151,29 +151,29 @@ def test_non_integer_width_per_group_rounds():
 
 
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "wide"])
-def test_bad_width_is_config_error(bad):
-    with pytest.raises(ConfigError) as e:
+def test_bad_width_is_parameter_error(bad):
+    with pytest.raises(ParameterError) as e:
         make_model("wrn50", 10, bad)
     assert e.value.key == "width"
 
 
 def test_width_too_small_for_one_channel():
-    with pytest.raises(ConfigError, match="width"):
+    with pytest.raises(ParameterError, match="width"):
         make_model("wrn50", 10, 0.001)
-    with pytest.raises(ConfigError, match="width"):
+    with pytest.raises(ParameterError, match="width"):
         make_model("mlp", 10, 0.001, input_shape=(4,))
 
 
-def test_conv_model_on_vectors_is_config_error():
-    with pytest.raises(ConfigError, match="mlp") as e:
+def test_conv_model_on_vectors_is_parameter_error():
+    with pytest.raises(ParameterError, match="mlp") as e:
         make_model("wrn18", 10, 1.0, input_shape=(64,))
     assert e.value.key == "model"
 
 
 def test_bad_num_classes_and_shape():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ParameterError):
         make_model("mlp", 0, input_shape=(4,))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ParameterError):
         make_model("mlp", 3, input_shape=(3, 4))
 
 
@@ -214,6 +214,24 @@ def test_cli_models_errors_exit_2_without_traceback():
     assert isinstance(res.exception, UnknownNameError) and "did you mean 'wrn50'" in str(res.exception)
 
 
+@pytest.mark.parametrize("args, option, needle", [
+    (["--input-shape", "3,x"], "--input-shape", "C,H,W or D"),
+    (["--format", "xml"], "--format", "unknown format 'xml'"),
+    (["--classes", "0"], "--classes", "must be ≥ 1"),
+])
+def test_cli_models_bad_flags_are_usage_errors_naming_the_option(args, option, needle):
+    res = CliRunner().invoke(app, ["models", *args])
+    assert isinstance(res.exception, UsageError), res.exception
+    assert res.exception.option == option and str(res.exception).startswith(f"{option}: ")
+    assert needle in str(res.exception)
+
+
+def test_cli_models_named_model_with_a_bad_width_is_its_parameter_error():
+    res = CliRunner().invoke(app, ["models", "-m", "mlp", "-w", "0.001"])
+    assert isinstance(res.exception, ParameterError) and res.exception.key == "width"
+    assert "hidden units" in str(res.exception)
+
+
 def test_imagenet_stem_option_is_torchvision_wide_resnet50_2_whole():
     ours = meta_model("wrn50", 1000, 2, stem="imagenet")
     with torch.device("meta"):
@@ -224,11 +242,11 @@ def test_imagenet_stem_option_is_torchvision_wide_resnet50_2_whole():
     m = make_model("wrn18", 5, 0.25, input_shape=(3, 84, 84), stem="imagenet").eval()
     with torch.no_grad():
         assert m(torch.randn(1, 3, 84, 84)).shape == (1, 5)
-    with pytest.raises(ConfigError, match="stem"):
+    with pytest.raises(ParameterError, match="stem"):
         make_model("wrn18", 5, stem="tiny")
 
 
-def test_unknown_model_keyword_is_config_error_with_suggestion():
-    with pytest.raises(ConfigError, match="did you mean 'depth'") as e:
+def test_unknown_model_keyword_is_parameter_error_with_suggestion():
+    with pytest.raises(ParameterError, match="did you mean 'depth'") as e:
         make_model("mlp", 3, input_shape=(4,), dept=2)
     assert e.value.key == "dept"

@@ -22,7 +22,9 @@ import pytest
 
 from _report_data import LOSSES, make_synthetic_db
 from ncbench import report, schema
+from ncbench.report import query
 from ncbench.errors import NcbenchError, UnknownNameError
+from ncbench.rundir import EVENTS_FILE, SPEC_FILE, run_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -357,6 +359,57 @@ def test_latex_shape(con):
     assert "%" not in text.replace(r"\%", "")
 
 
+def _text(renderable, width: int = 200) -> str:
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None, force_terminal=False).print(renderable)
+    return buf.getvalue()
+
+
+def test_rich_tables_one_per_block(con):
+    """rich_tables is accuracy_rich_table / nc_rich_table of each block; the pane form (the TUI's
+    compare view) keeps every cell on one line and leaves the unfinished-runs note to the caller."""
+    rep = report.build_report(con, ["grid", "lrsweep"])
+    tables = report.rich_tables(rep)
+    assert len(tables) == len(rep.accuracy) + len(rep.nc) == 3 + 3
+    for got, block in zip(tables, rep.accuracy):
+        assert _text(got) == _text(report.accuracy_rich_table(block))
+    for got, block in zip(tables[len(rep.accuracy):], rep.nc):
+        assert _text(got) == _text(report.nc_rich_table(block))
+    grid_acc, grid_nc = rep.accuracy[0], rep.nc[0]
+    assert grid_acc.n_excluded == 2  # the running and the failed run
+    note = report.excluded_note(grid_acc.n_excluded, False)
+    assert note == "2 unfinished run(s) not counted (only status 'done'; see --include-unfinished)"
+    assert report.excluded_note(2, False, hint="u: include them").endswith("; u: include them)")
+    assert report.excluded_note(2, True) == report.excluded_note(0, False) == ""
+
+    full = report.accuracy_rich_table(grid_acc)
+    assert full.caption == report.ACCURACY_LEGEND + "\n" + note
+    pane = report.accuracy_rich_table(grid_acc, pane=True)
+    assert pane.caption == report.ACCURACY_LEGEND_PANE
+    assert all(col.no_wrap for col in pane.columns)
+    assert [c.justify for c in pane.columns[:3]] == ["left", "left", "right"]
+    assert [c.justify for c in full.columns[:3]] == ["left", "right", "right"]
+    header, lines = report.accuracy_grid(grid_acc)
+    assert [c.header for c in pane.columns] == [c.header for c in full.columns] == header
+    # a rule after each loss in the report, only before the spread rows in the pane
+    n_loss_lines = len(grid_acc.losses) * len(grid_acc.row_values)
+    assert [r.end_section for r in pane.rows] == [i == n_loss_lines - 1 for i in range(len(lines))]
+    assert sum(r.end_section for r in full.rows) == len(grid_acc.losses)
+    assert all(cell in _text(pane) for line in lines for cell in line)
+    # NC: the report's form splits "mean ± std (n)" into mean / ±std and a seed column
+    nc_header, nc_lines = report.nc_grid(grid_nc)
+    nc_pane = report.nc_rich_table(grid_nc, pane=True)
+    assert [c.header for c in nc_pane.columns] == nc_header and nc_pane.caption is None
+    assert all(cell in _text(nc_pane) for line in nc_lines for cell in line)
+    nc_full = report.nc_rich_table(grid_nc)
+    assert [c.header for c in nc_full.columns] == nc_header[:3] + ["n"] + nc_header[3:]
+    assert nc_full.caption == report.NC_LEGEND_COMPACT
+    assert _text(report.rich_tables(report.Report())[0]).strip() == \
+        "No runs match (nothing to report)."
+
+
 def test_cli_table_default_and_bad_input(db):
     out = cli("--db", str(db), "grid")
     assert out.returncode == 0, out.stderr
@@ -379,7 +432,7 @@ def test_views_never_import_torch(db, tmp_path):
         "from ncbench.cli import main\n"
         f"try:\n    main(['report', 'lrsweep', '--db', {str(db)!r}, '-f', 'md', '--figures', {str(tmp_path)!r}])\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"
-        "import ncbench.report, ncbench.figures\n"
+        "import ncbench.report, ncbench.report.figures\n"
         "print('torch' in sys.modules, 'ncbench.train' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
@@ -427,8 +480,8 @@ def real_db(tmp_path_factory) -> Path:
     deadline = time.monotonic() + 200
     try:
         while time.monotonic() < deadline:  # wait for the long run's first evaluation
-            logs = [p for p in (root / ".ncbench" / "runs").glob("*/events.jsonl")
-                    if '"epochs": 2000' in (p.parent / "spec.json").read_text()]
+            logs = [d / EVENTS_FILE for d in run_dirs(root / ".ncbench")
+                    if (d / EVENTS_FILE).exists() and '"epochs": 2000' in (d / SPEC_FILE).read_text()]
             if logs and '"eval"' in logs[0].read_text():
                 break
             assert proc.poll() is None, proc.stdout.read()
@@ -494,7 +547,7 @@ def test_real_runs_md_latex_and_figures(real_db, tmp_path):
     assert files == sorted(f"tiny_{s}.{f}" for s in ("fig1_nc", "fig2_accuracy", "fig3_heatmap")
                            for f in ("png", "pdf"))
     assert all((tmp_path / "figs" / f).stat().st_size > 5000 for f in files)
-    from ncbench import figures
+    from ncbench.report import figures
 
     with duckdb.connect(str(real_db), read_only=True) as c:
         fig1 = figures.figure_nc(c, "tiny")
@@ -565,13 +618,62 @@ def edge_db(tmp_path_factory) -> Path:
     return path
 
 
+# What `results` means, written out independently of schema.results_sql: the wide `epochs`
+# view, the best epoch by a window (highest finite val_acc, earliest on ties), the final epoch by
+# a join on the last one (this was the view's own DDL before the view became results_sql()).
+REFERENCE_RESULTS = """
+WITH best AS (
+    SELECT run_id, epoch AS best_epoch, val_acc AS best_val_acc, test_acc AS test_acc_at_best_val
+    FROM (
+        SELECT run_id, epoch, val_acc, test_acc,
+               row_number() OVER (PARTITION BY run_id ORDER BY val_acc DESC, epoch ASC) AS rk
+        FROM epochs WHERE val_acc IS NOT NULL AND NOT isnan(val_acc)
+    ) WHERE rk = 1
+),
+final AS (
+    SELECT e.* FROM epochs e
+    JOIN (SELECT run_id, max(epoch) AS epoch FROM epochs GROUP BY run_id) m USING (run_id, epoch)
+)
+SELECT
+    r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
+    r.config,
+    CAST(json_extract_string(r.config, '$.batch_size') AS INTEGER) AS batch_size,
+    CAST(json_extract_string(r.config, '$.lr') AS DOUBLE) AS lr,
+    CAST(json_extract_string(r.config, '$.weight_decay') AS DOUBLE) AS weight_decay,
+    json_extract(r.config, '$.loss_params') AS loss_params,
+    r.started_at, r.finished_at,
+    b.best_epoch, b.best_val_acc, b.test_acc_at_best_val,
+    f.epoch AS final_epoch,
+    f.train_acc AS final_train_acc, f.val_acc AS final_val_acc, f.test_acc AS final_test_acc,
+    f.train_loss AS final_train_loss, f.test_loss AS final_test_loss,
+    f.wall_seconds AS wall_seconds,
+    f.nc1 AS final_nc1, f.nc2 AS final_nc2, f.nc3 AS final_nc3, f.nc4 AS final_nc4,
+    f.nc2_centered AS final_nc2_centered, f.nc3_centered AS final_nc3_centered,
+    f.test_nc1 AS final_test_nc1, f.test_nc2 AS final_test_nc2, f.test_nc3 AS final_test_nc3,
+    f.test_nc4 AS final_test_nc4
+FROM runs r
+LEFT JOIN best b USING (run_id)
+LEFT JOIN final f USING (run_id)"""
+
+
+def test_results_view_is_defined_once():
+    """The `results` view's DDL is results_sql() over every run, not a second spelling."""
+    ddl = schema.VIEWS.split("CREATE OR REPLACE VIEW results AS", 1)[1]
+    assert ddl.strip().rstrip(";").strip() == schema.results_sql().strip()
+    assert schema.VIEWS.count("CREATE OR REPLACE VIEW") == 2  # epochs and results
+
+
 @pytest.mark.parametrize("which", ["edge", "synthetic"])
 def test_results_sql_is_the_results_view(which, edge_db, db):
     path = edge_db if which == "edge" else db
     with duckdb.connect(str(path), read_only=True) as c:
-        assert c.execute("DESCRIBE results").fetchall() == \
-            c.execute(f"DESCRIBE {schema.results_sql()}").fetchall()
+        described = c.execute("DESCRIBE results").fetchall()
+        assert described == c.execute(f"DESCRIBE {schema.results_sql()}").fetchall()
+        assert described == c.execute(f"DESCRIBE ({REFERENCE_RESULTS})").fetchall()
         view = c.execute("SELECT * FROM results ORDER BY run_id").fetchall()
+        ref_all = c.execute(REFERENCE_RESULTS + " ORDER BY run_id").fetchall()
+        assert len(view) == c.execute("SELECT count(*) FROM runs").fetchone()[0]
+        assert _rows_equal(view, ref_all)
         assert _rows_equal(c.execute(schema.results_sql() + " ORDER BY run_id").fetchall(), view)
         for exp in report.list_experiments(c):
             ref = [r for r in view if r[1] == exp]
@@ -602,8 +704,8 @@ def _as_view_reader(src: Path, dst: Path) -> Path:
 
     shutil.copy(src, dst)
     with duckdb.connect(str(dst)) as c:
-        body = schema.VIEWS.split("CREATE OR REPLACE VIEW results AS", 1)[1].rstrip().rstrip(";")
-        c.execute(f"CREATE OR REPLACE VIEW results AS SELECT *, 1 AS other_version FROM ({body})")
+        c.execute("CREATE OR REPLACE VIEW results AS SELECT *, 1 AS other_version "
+                  f"FROM ({schema.results_sql()})")
     return dst
 
 
@@ -611,7 +713,7 @@ def test_report_same_through_views_and_per_experiment_queries(db, tmp_path):
     old = _as_view_reader(db, tmp_path / "views.duckdb")
     with duckdb.connect(str(db), read_only=True) as new_c, \
             duckdb.connect(str(old), read_only=True) as old_c:
-        assert report._restricted_ok(new_c) and not report._restricted_ok(old_c)
+        assert query._restricted_ok(new_c) and not query._restricted_ok(old_c)
         # the view really is what the old database is read through
         assert {r["other_version"] for r in report.select_runs(old_c, ["grid"])} == {1}
         for exps, where in [(None, None), (["grid"], None), (["lrsweep", "grid"], "final_nc1 < 1"),
@@ -651,14 +753,14 @@ def test_run_keys_without_metric_columns(edge_db, tmp_path):
     old = _as_view_reader(edge_db, tmp_path / "views.duckdb")
     with duckdb.connect(str(edge_db), read_only=True) as c, \
             duckdb.connect(str(old), read_only=True) as old_c:
-        light = report._key_runs(c, "a", None, False, ["loss"])
+        light = query.key_runs(c, "a", None, False, ["loss"])
         assert light and not set(schema.RESULTS_METRIC_COLUMNS) & set(light[0])
         full = report.select_runs(c, ["a"])
         assert [{k: r[k] for k in light[0]} for r in full] == light
-        assert "final_nc1" in report._key_runs(c, "a", "final_nc1 > 0", False, ["loss"])[0]
-        assert "final_nc1" in report._key_runs(c, "a", None, False, ["loss", "final_epoch"])[0]
+        assert "final_nc1" in query.key_runs(c, "a", "final_nc1 > 0", False, ["loss"])[0]
+        assert "final_nc1" in query.key_runs(c, "a", None, False, ["loss", "final_epoch"])[0]
         # a config key named best_epoch: the column's values (1 and 2) tell c1 and c2 apart
-        assert "final_nc1" in report._key_runs(c, "c", None, False, ["loss"])[0]
+        assert "final_nc1" in query.key_runs(c, "c", None, False, ["loss"])[0]
         configs = report.configurations(c, "c")
         assert configs == [{"best_epoch": 1}, {"best_epoch": 2}]
         assert configs == report.configurations(old_c, "c")

@@ -21,9 +21,11 @@ import pytest
 
 import _runkit as rk
 from ncbench.cli.cmd_status import load_status
-from ncbench.errors import ConfigError
+from ncbench.errors import ConfigError, SlurmUnavailableError, UsageError
 from ncbench.events import EventLog
 from ncbench.executors import slurm as sl
+from ncbench.grid import executor_options, run_grid, sync_workdir
+from ncbench.rundir import WORKER_LOG, run_dir_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm-local.sh"
@@ -49,7 +51,6 @@ def test_map_state_covers_queue_run_and_every_ending():
 
 def test_options_unknown_key_names_file_and_closest(tmp_path):
     from ncbench.config import load_config
-    from ncbench.executors import executor_options
 
     cfg = rk.write_config(tmp_path, rk.experiment("e"), '[executor.slurm]\npartiton = "gpu"\n')
     with pytest.raises(ConfigError) as info:
@@ -71,7 +72,6 @@ def test_options_bad_values_are_config_errors(table, key):
 
 def test_cli_flags_override_the_table(tmp_path):
     from ncbench.config import load_config
-    from ncbench.executors import executor_options
 
     cfg = rk.write_config(tmp_path, rk.experiment("e"),
                           '[executor.slurm]\npartition = "a"\ngpus_per_run = 2\ntime_min = 30\n')
@@ -80,7 +80,7 @@ def test_cli_flags_override_the_table(tmp_path):
     opts = executor_options(load_config(cfg), "slurm", cli)
     assert opts == {"partition": "b", "gpus_per_run": 2, "time_min": 7, "retries": 1}
     # a Slurm flag with the local executor is a mistake, said so
-    with pytest.raises(ConfigError, match="--partition"):
+    with pytest.raises(UsageError, match="^--partition: a Slurm option"):
         executor_options(load_config(cfg), "local", cli)
     assert sl.slurm_options_from_cli(partition="x", qos=None, detach=False,
                                      workers=3) == {"partition": "x"}
@@ -122,7 +122,7 @@ def test_job_pickles_only_its_run_dir_and_checkpoint_resubmits_itself():
 
 
 def _run_dir(tmp_path: Path, *events: tuple) -> Path:
-    d = tmp_path / "runs" / "r1"
+    d = run_dir_of(tmp_path, "r1")
     log = EventLog(d, "r1")
     for kind, kw in events:
         if kind == "start":
@@ -199,7 +199,7 @@ def test_submit_without_sbatch_is_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no Slurm client here
     specs = expand(load_config(rk.write_config(tmp_path, rk.experiment("e"))))
-    with pytest.raises(sl.SlurmUnavailableError, match="sbatch"):
+    with pytest.raises(SlurmUnavailableError, match="sbatch"):
         sl.SlurmExecutor().submit(specs, tmp_path / ".ncbench")
 
 
@@ -265,7 +265,7 @@ def test_grid_on_slurm_ends_done_with_fake_gpus(slurm_cluster, tmp_path):
     gpus = []
     for rid, r in runs.items():
         assert r["executor"] == "slurm" and r["attempt"] == 1 and r["host"] and r["heartbeat_at"]
-        start = rk.of_type(tmp_path / ".ncbench" / "runs" / rid, "start")[0]
+        start = rk.of_type(run_dir_of(tmp_path / ".ncbench", rid), "start")[0]
         assert start["executor"] == "slurm"
         assert r["slot"] == f"gpu{start['cuda_visible_devices']}"
         gpus.append(start["cuda_visible_devices"].split(","))
@@ -282,10 +282,11 @@ def test_grid_on_slurm_ends_done_with_fake_gpus(slurm_cluster, tmp_path):
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_detach_requeue_resumes_and_status_picks_up(slurm_cluster, tmp_path):
+def test_detach_requeue_resumes_and_sync_picks_up(slurm_cluster, tmp_path):
     """--detach returns at once with the job queued; SIGUSR2 (what Slurm sends before preemption
     or the time limit) makes the job checkpoint and requeue itself; the requeued job resumes
-    from the checkpoint; a later `ncbench status` alone brings the database to `done`."""
+    from the checkpoint; a later `ncbench sync` alone brings the database to `done`, which
+    `ncbench status` shows."""
     exp = rk.experiment("rq", losses=("_runkit:slow_ce",), epochs=8,
                         extra="loss_params = { delay = 0.08 }")
     cfg = rk.write_config(tmp_path, exp)
@@ -298,7 +299,7 @@ def test_detach_requeue_resumes_and_status_picks_up(slurm_cluster, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     (run,) = _db_runs(db).values()
     assert run["status"] in ("queued", "running") and run["slurm_job_id"] == job
-    run_dir = wd / "runs" / run["run_id"]
+    run_dir = run_dir_of(wd, run["run_id"])
     assert sl.read_record(run_dir)["job_id"] == job
 
     rk.wait_for(lambda: any(e["epoch"] >= 2 for e in rk.of_type(run_dir, "eval")), timeout=120,
@@ -307,12 +308,13 @@ def test_detach_requeue_resumes_and_status_picks_up(slurm_cluster, tmp_path):
     rk.wait_for(lambda: len(rk.of_type(run_dir, "start")) >= 2, timeout=120,
                 what="the requeued job to start again")
 
-    def status_done():  # what `ncbench status` computes (in-process: no interpreter start)
+    def synced_done():  # what `ncbench sync`, then `ncbench status` do (in-process)
+        sync_workdir(db, wd)
         row = load_status(cfg, None, None)[0]
-        return row["status"] == "done" and row
+        return row.status == "done" and row
 
-    row = rk.wait_for(status_done, timeout=120, interval=0.5, what="`ncbench status` to show done")
-    assert row["slurm_job_id"] == job and row["attempt"] == 2 and row["last_epoch"] == 8
+    row = rk.wait_for(synced_done, timeout=120, interval=0.5, what="`ncbench sync` to store done")
+    assert row.slurm_job_id == job and row.attempt == 2 and row.last_epoch == 8
     out = json.loads(rk.ncbench("status", "-c", str(cfg), "--json", cwd=tmp_path).stdout)
     assert out[0]["status"] == "done" and out[0]["slurm_job_id"] == job
     starts, ends = rk.of_type(run_dir, "start"), rk.of_type(run_dir, "end")
@@ -326,22 +328,26 @@ def test_detach_requeue_resumes_and_status_picks_up(slurm_cluster, tmp_path):
 
 @pytest.mark.slurm
 def test_cancelled_pending_job_ends_interrupted(slurm_cluster, tmp_path):
-    """A job cancelled before it starts: `ncbench status` maps CANCELLED to interrupted, with
-    the cause (in-process: `run_grid` with detach, then what `ncbench status` computes)."""
-    from ncbench.executors import run_grid
-
+    """A job cancelled before it starts: `ncbench sync` maps CANCELLED to interrupted, with
+    the cause (in-process: `run_grid` with detach, then what `ncbench sync` and `ncbench status`
+    do)."""
     cfg = rk.write_config(tmp_path, rk.experiment("c", losses=("ce",)),
                           '[executor.slurm]\nextra = { begin = "now+600" }\n')
     result = run_grid(cfg, executor="slurm", options={"detach": True})
     (job,) = _remember_jobs(result.db_path)
     assert list(result.results.values()) == ["queued"]
     assert sl.query_jobs([job])[job].state == "PENDING"
+    sync_workdir(result.db_path, result.workdir)
     (row,) = load_status(cfg, None, None)
-    assert row["status"] == "queued" and row["slurm_job_id"] == job and row["executor"] == "slurm"
+    assert row.status == "queued" and row.slurm_job_id == job and row.executor == "slurm"
     subprocess.run(["scancel", job], check=True, timeout=30)
-    row = rk.wait_for(lambda: [r for r in load_status(cfg, None, None) if r["status"] != "queued"],
-                      timeout=60, interval=0.5, what="the cancelled job to show")[0]
-    assert row["status"] == "interrupted" and "CANCELLED" in row["error"] and job in row["error"]
+
+    def synced():
+        sync_workdir(result.db_path, result.workdir)
+        return [r for r in load_status(cfg, None, None) if r.status != "queued"]
+
+    row = rk.wait_for(synced, timeout=60, interval=0.5, what="the cancelled job to show")[0]
+    assert row.status == "interrupted" and "CANCELLED" in row.error and job in row.error
 
     # Submitting it again with --detach: one new job, and run_grid returns at once (the run is
     # `queued` in the store while its directory still ends `interrupted`: that is no retry).
@@ -358,8 +364,6 @@ def test_cancelled_pending_job_ends_interrupted(slurm_cluster, tmp_path):
 def test_failed_run_is_failed_then_retried(slurm_cluster, tmp_path, monkeypatch):
     """A run that fails inside its job: the job ends FAILED, the run `failed` with its error;
     with retries=1 it is submitted again (a new job) and ends done at attempt 2."""
-    from ncbench.executors import run_grid
-
     monkeypatch.setenv("PYTHONPATH", rk.env()["PYTHONPATH"])  # the jobs import _runkit
     monkeypatch.setenv("NCBENCH_THREADS", "1")
     marker = tmp_path / "failed-once"
@@ -380,7 +384,7 @@ def test_failed_run_is_failed_then_retried(slurm_cluster, tmp_path, monkeypatch)
     jobs = _remember_jobs(result.db_path)
     (rid,) = result.results
     assert result.results[rid] == "done" and marker.exists()
-    run_dir = tmp_path / ".ncbench" / "runs" / rid
+    run_dir = run_dir_of(tmp_path / ".ncbench", rid)
     ends = rk.of_type(run_dir, "end")
     assert [e["status"] for e in ends] == ["failed", "done"]
     assert "deliberate failure" in ends[0]["error"]
@@ -389,7 +393,7 @@ def test_failed_run_is_failed_then_retried(slurm_cluster, tmp_path, monkeypatch)
     (row,) = _db_runs(result.db_path).values()
     assert row["attempt"] == 2 and row["slurm_job_id"] == latest == jobs[0]
     # the first job (its id is in the worker log) ended FAILED for Slurm
-    logged = [ln.split()[3] for ln in (run_dir / "worker.log").read_text().splitlines()
+    logged = [ln.split()[3] for ln in (run_dir / WORKER_LOG).read_text().splitlines()
               if ln.startswith("--- Slurm job")]
     assert len(logged) == 2 and logged[1] == latest
     _SUBMITTED.extend(logged)
@@ -404,7 +408,6 @@ def test_a_run_retried_during_a_slurm_grid_is_submitted_again_before_it_ends(
     still runs: `run_grid` submits it again once the executor is done, and it ends done."""
     import threading
 
-    from ncbench.executors import run_grid
     from ncbench.tui.control import retry_run
 
     monkeypatch.setenv("PYTHONPATH", rk.env()["PYTHONPATH"])  # the jobs import _runkit

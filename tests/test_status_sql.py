@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ncbench.events import EventLog, write_spec
+from ncbench.rundir import run_dir_of
 from ncbench.runs import RunSpec
 from ncbench.store import Store
 
@@ -56,7 +57,7 @@ def populate(tmp: Path) -> tuple[Path, list[RunSpec]]:
     store.register_runs(specs)
     work = tmp / ".ncbench"
     for spec, end in ((specs[0], "done"), (specs[1], None)):
-        run_dir = work / "runs" / spec.run_id
+        run_dir = run_dir_of(work, spec.run_id)
         write_spec(run_dir, spec)
         log = EventLog(run_dir)
         log.start(1, device="cpu", pid=1)
@@ -295,13 +296,13 @@ def test_run_dataset_absent_with_download_off(tmp_path):
 
 
 def test_readme_schema_examples_run(populated):
-    """Every ```sql example of docs/readme/30-schema.md runs on a populated database."""
+    """Every ```sql example of docs/schema.md runs on a populated database."""
     import re
 
     from ncbench.store import run_sql
 
     tmp = populated[0]
-    text = (ROOT / "docs" / "readme" / "30-schema.md").read_text()
+    text = (ROOT / "docs" / "schema.md").read_text()
     queries = re.findall(r"```sql\n(.+?)```", text, flags=re.S)
     assert len(queries) >= 8
     for q in queries:

@@ -14,10 +14,10 @@ import pytest
 
 from ncbench.errors import StoreError
 from ncbench.events import EventLog, write_spec
+from ncbench.listing import list_runs
+from ncbench.rundir import EVENTS_FILE, run_dir_of
 from ncbench.runs import RunSpec
-from ncbench.store import (
-    STATS, Store, latest_metrics, query_dicts, query_runs, read_connection, run_sql, status_rows,
-)
+from ncbench.store import STATS, Store, query_dicts, query_runs, read_connection, run_sql
 
 
 def make_specs(n: int = 3, experiment: str = "e") -> list[RunSpec]:
@@ -32,7 +32,7 @@ def rows(db: Path, sql: str, params=None) -> list[tuple]:
 
 def fake_run(workdir: Path, spec: RunSpec, evals: dict[int, dict], end: str | None = "done",
              attempt: int = 1) -> Path:
-    run_dir = workdir / "runs" / spec.run_id
+    run_dir = run_dir_of(workdir, spec.run_id)
     write_spec(run_dir, spec)
     log = EventLog(run_dir)
     log.start(attempt, host="hostA", device="cpu", pid=123)
@@ -135,10 +135,10 @@ def test_ingest_is_idempotent_and_incremental(tmp_path):
     store.sync(work)
     assert rows(db, "SELECT value FROM metrics WHERE epoch = 3 AND name = 'a'") == [(3.5,)]
     # a half-written line is not ingested until complete
-    with open(run_dir / "events.jsonl", "ab") as f:
+    with open(run_dir / EVENTS_FILE, "ab") as f:
         f.write(b'{"type": "eval", "run_id": "x", "epoch": 4, "metrics": {"a": 4')
     assert store.sync(work).metrics_written == 0
-    with open(run_dir / "events.jsonl", "ab") as f:
+    with open(run_dir / EVENTS_FILE, "ab") as f:
         f.write(b'.0}}\n')
     assert store.sync(work).metrics_written == 1
     assert rows(db, "SELECT max(epoch), count(*) FROM metrics") == [(4, 5)]
@@ -169,7 +169,7 @@ def test_unregistered_run_dir_is_registered_from_spec(tmp_path):
     db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
     (spec,) = make_specs(1, experiment="other")
     fake_run(work, spec, {1: {"a": 1.0}})
-    (work / "runs" / "junk").mkdir()  # no spec.json: skipped
+    run_dir_of(work, "junk").mkdir()  # no spec.json: skipped
     Store(db).sync(work)
     assert rows(db, "SELECT run_id, experiment, status FROM runs") == [(spec.run_id, "other", "done")]
 
@@ -195,7 +195,7 @@ def test_readers_never_create_files(tmp_path):
             pass
     with pytest.raises(StoreError, match="no results yet"):
         run_sql(db, "SELECT 1")
-    assert status_rows(make_specs(2), db)[0]["status"] == "queued"
+    assert list_runs(make_specs(2), db)[0].status == "queued"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -208,7 +208,7 @@ def test_not_an_ncbench_database(tmp_path):
     other = tmp_path / "other.duckdb"
     duckdb.connect(str(other)).close()
     with pytest.raises(StoreError, match="not an ncbench results database"):
-        status_rows([], other)
+        list_runs([], other)
     newer = tmp_path / "newer.duckdb"
     Store(newer).register_runs([])
     con = duckdb.connect(str(newer))
@@ -235,7 +235,7 @@ def test_a_version_2_database_is_read_then_upgraded_keeping_its_runs(tmp_path):
     """A database written by schema version 2 (no runs.start_epoch): the TUI's reader reads it
     as it is (read-only), the first write session adds the column; nothing stored is lost."""
     from ncbench import schema
-    from ncbench.tui.data import fetch_runs
+    from ncbench.listing import stored_rows
 
     db, work = tmp_path / "old.duckdb", tmp_path / ".ncbench"
     (spec,) = make_specs(1)
@@ -247,15 +247,15 @@ def test_a_version_2_database_is_read_then_upgraded_keeping_its_runs(tmp_path):
     con.execute("INSERT INTO metrics VALUES (?, 10, 'nc1', 0.25)", [spec.run_id])
     con.close()
     with read_connection(db) as con:
-        (row,) = fetch_runs(con).values()
-    assert (row.status, row.epoch, row.nc1, row.start_epoch) == ("done", 10, 0.25, 0)
+        (row,) = stored_rows(con).values()
+    assert (row.status, row.last_epoch, row.nc1, row.start_epoch) == ("done", 10, 0.25, 0)
 
     Store(db).register_runs([spec])
     assert rows(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(schema.SCHEMA_VERSION),)]
     assert rows(db, "SELECT status, last_epoch, start_epoch FROM runs") == [("done", 10, None)]
     assert rows(db, "SELECT epoch, name, value FROM metrics") == [(10, "nc1", 0.25)]
     # a resumed attempt's start event sets it
-    run_dir = work / "runs" / spec.run_id
+    run_dir = run_dir_of(work, spec.run_id)
     write_spec(run_dir, spec)
     EventLog(run_dir).start(2, host="h", device="cpu", pid=1, resumed_from_epoch=6)
     Store(db).sync(work)
@@ -265,7 +265,7 @@ def test_a_version_2_database_is_read_then_upgraded_keeping_its_runs(tmp_path):
 def test_a_retry_request_lasts_until_the_next_attempt_starts(tmp_path):
     """`retry_run` (the TUI's R) marks the run; status writes (an executor deciding the job that
     just ended) leave the mark, which `requeued_runs` reads; the next start event clears it."""
-    from ncbench.executors import requeued_runs
+    from ncbench.grid import requeued_runs
     from ncbench.tui.control import retry_run
 
     db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
@@ -289,25 +289,6 @@ def test_a_retry_request_lasts_until_the_next_attempt_starts(tmp_path):
                 [failed.run_id]) == [("running", None)]
 
 
-def test_status_rows_merge_config_and_db(tmp_path):
-    db, work = tmp_path / "ncbench.duckdb", tmp_path / ".ncbench"
-    a, b = make_specs(2)
-    (other,) = make_specs(1, experiment="old")
-    store = Store(db)
-    store.register_runs([a, other])
-    fake_run(work, a, {5: {"test_acc": 0.5, "nc1": 2.0}, 10: {"nc1": 1.0}}, end=None)
-    store.sync(work)
-    got = status_rows([a, b], db)
-    assert [(r["run_id"], r["status"], r["listed"], r["stored"]) for r in got] == \
-        [(a.run_id, "running", True, True), (b.run_id, "queued", True, False),
-         (other.run_id, "queued", False, True)]
-    assert got[0]["progress"] == "10/10" and got[0]["test_acc"] == 0.5 and got[0]["nc1"] == 1.0
-    assert got[0]["heartbeat_age_s"] is not None and got[0]["heartbeat_age_s"] < 60
-    assert [r["run_id"] for r in status_rows([a, b], db, ["e"])] == [a.run_id, b.run_id]
-    with read_connection(db) as con:
-        assert latest_metrics(con, ["nc1"]) == {a.run_id: {"nc1": 1.0}}
-
-
 # ---------------------------------------------------------------------------------------------
 # one writer, many readers: a real concurrent writer process
 # ---------------------------------------------------------------------------------------------
@@ -316,12 +297,13 @@ _WRITER = r"""
 import sys, time
 from pathlib import Path
 from ncbench.events import EventLog, write_spec
+from ncbench.rundir import run_dir_of
 from ncbench.runs import RunSpec
 from ncbench.store import Store
 
 db, work, stop = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 spec = RunSpec(experiment="w", dataset="digits", model="mlp", loss="ce", width=1, epochs=10**6, seed=0)
-run_dir = work / "runs" / spec.run_id
+run_dir = run_dir_of(work, spec.run_id)
 write_spec(run_dir, spec)
 log = EventLog(run_dir)
 log.start(1, device="cpu")

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ncbench.checkpoint import checkpoint_path, load_checkpoint
+from ncbench.rundir import BEST_FILE
 from _runkit import one_thread, tiny_spec  # noqa: F401  (one_thread: a fixture)
 
 from ncbench.schema import EPOCH_METRICS
@@ -145,7 +146,7 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
     sa = load_checkpoint(checkpoint_path(tmp_path / "a"))["model"]
     sb = load_checkpoint(checkpoint_path(tmp_path / "b"))["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    best = json.loads((tmp_path / "b" / "best.json").read_text())
+    best = json.loads((tmp_path / "b" / BEST_FILE).read_text())
     vals = {e: m["val_acc"] for e, m in straight.evals}
     assert best["val_acc"] == max(vals.values())
     assert best["epoch"] == min(e for e, v in vals.items() if v == best["val_acc"])

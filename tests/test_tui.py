@@ -220,26 +220,26 @@ def test_import_does_not_import_torch():
     assert out.stdout.strip() == "[]"
 
 
-def test_fetch_runs_latest_metrics(tmp_path):
+def test_stored_rows_latest_metrics(tmp_path):
+    from ncbench.listing import stored_rows
     from ncbench.store import read_connection
-    from ncbench.tui.data import fetch_runs
 
     metrics = make_tui_db(tmp_path / "t.duckdb")
     with read_connection(tmp_path / "t.duckdb") as con:
-        rows = fetch_runs(con)
+        rows = stored_rows(con)
     assert set(rows) == {r[0] for r in RUNS}
     for rid, by_epoch in metrics.items():
         row = rows[rid]
         if not by_epoch:
-            assert row.nc1 is None and row.test_acc is None and row.epoch is None
+            assert row.nc1 is None and row.test_acc is None and row.last_epoch is None
             continue
         last = max(by_epoch)
-        assert row.epoch == last
+        assert row.last_epoch == last
         for name, got in (("nc1", row.nc1), ("test_acc", row.test_acc)):
             want = by_epoch[last][name]
             assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
     with read_connection(tmp_path / "t.duckdb") as con:
-        assert set(fetch_runs(con, ["wide"])) == {"wide-ce-s0"}
+        assert set(stored_rows(con, ["wide"])) == {"wide-ce-s0"}
 
 
 def test_fetch_series_is_incremental(tmp_path):
@@ -267,7 +267,8 @@ def test_fetch_series_is_incremental(tmp_path):
 
 
 def test_filter_and_sort():
-    from ncbench.tui.data import RunFilter, RunRow, sort_rows
+    from ncbench.listing import RunRow
+    from ncbench.tui.rows import RunFilter, sort_rows
 
     def row(rid, loss, status, width=1.0, nc1=None, exp="demo"):
         return RunRow(rid, exp, "digits", "mlp", loss, width, 10, 0, status, nc1=nc1)
@@ -290,7 +291,8 @@ def test_filter_and_sort():
 
 
 def test_formatting():
-    from ncbench.tui.data import RunRow, format_duration, format_metric
+    from ncbench.listing import RunRow
+    from ncbench.tui.rows import format_duration, format_metric
     from ncbench.tui.widgets import progress_bar
 
     assert [format_duration(s) for s in (None, 5, 65, 3600 + 120, 86400 * 2 + 3600)] == \
@@ -299,15 +301,15 @@ def test_formatting():
     assert format_metric(0.8766, "%") == "87.7%" and format_metric(math.inf) == "inf"
     assert progress_bar(0, 8) == " " * 8 and progress_bar(1, 8) == "█" * 8
     assert progress_bar(0.5, 8) == "████    " and len(progress_bar(0.33, 8)) == 8
-    r = RunRow("x", "e", "d", "m", "ce", 1.0, 10, 0, "running", started_at=NOW, epoch=4)
+    r = RunRow("x", "e", "d", "m", "ce", 1.0, 10, 0, "running", started_at=NOW, last_epoch=4)
     later = NOW.replace(minute=NOW.minute + 4)
     assert r.elapsed(later) == 240 and r.eta(later) == pytest.approx(240 / 4 * 6)
     assert r.progress == 0.4
     # resumed from epoch 3's checkpoint: 240 s for 1 epoch since, 6 left
-    resumed = RunRow("x", "e", "d", "m", "ce", 1.0, 10, 0, "running", started_at=NOW, epoch=4,
+    resumed = RunRow("x", "e", "d", "m", "ce", 1.0, 10, 0, "running", started_at=NOW, last_epoch=4,
                      start_epoch=3)
     assert resumed.eta(later) == pytest.approx(240 * 6) and resumed.progress == 0.4
-    assert RunRow("x", "e", "d", "m", "ce", 1.0, 10, 0, "running", started_at=NOW, epoch=3,
+    assert RunRow("x", "e", "d", "m", "ce", 1.0, 10, 0, "running", started_at=NOW, last_epoch=3,
                   start_epoch=3).eta(later) is None  # no epoch finished yet in this attempt
 
 
@@ -347,7 +349,7 @@ def test_queue_controller_start_stop_sends_sigint(tmp_path):
     script.write_text(SIGNAL_CATCHER)
     out = tmp_path / "sig.txt"
     q = QueueController(tmp_path / "experiments.toml", tmp_path / "db.duckdb",
-                        command=[sys.executable, str(script), str(out)])
+                        workdir=tmp_path / ".ncbench", command=[sys.executable, str(script), str(out)])
     assert "started" in q.start()
     try:
         assert q.running
@@ -371,16 +373,33 @@ def test_queue_controller_default_command(tmp_path):
     cmd = q.command
     assert cmd[1:4] == ["-m", "ncbench", "run"]
     assert cmd[cmd.index("--config") + 1] == str(cfg) and cmd[-2:] == ["--workers", "2"]
+    assert cmd[cmd.index("--workdir") + 1] == str(tmp_path / "w")
+    assert q.log_path == tmp_path / "w" / "tui-queue.log"  # in the workdir it runs
     assert q.default_experiments() == ["a"]
     assert q.command_for(["a", "b"])[4:6] == ["a", "b"]
 
 
+def test_the_app_places_the_workdir_as_the_commands_do(tmp_path):
+    """An app given no workdir uses `ncbench.paths`' default (beside the config, else beside the
+    database), for its queue and for finding worker pids alike."""
+    from ncbench.tui.app import NcbenchApp
+
+    cfg = tmp_path / "exp" / "experiments.toml"
+    app = NcbenchApp(tmp_path / "r.duckdb", config_path=cfg)
+    assert app.workdir == app.controller.workdir == app.control.workdir == tmp_path / "exp" / ".ncbench"
+    alone = NcbenchApp(tmp_path / "db" / "r.duckdb")
+    assert alone.workdir == alone.controller.workdir == tmp_path / "db" / ".ncbench"
+
+
 def test_cancel_run_sends_sigterm_to_heartbeat_pid(tmp_path):
-    from ncbench.tui.control import ControlError, cancel_run
+    from ncbench.errors import ControlError
+    from ncbench.tui.control import cancel_run
 
     script = tmp_path / "catch.py"
     script.write_text(SIGNAL_CATCHER)
-    run_dir = tmp_path / "work" / "runs" / "abc123"
+    from ncbench.rundir import run_dir_of
+
+    run_dir = run_dir_of(tmp_path / "work", "abc123")
     out = tmp_path / "sig.txt"
     proc = subprocess.Popen([sys.executable, str(script), str(out), str(run_dir)], cwd=ROOT)
     try:
@@ -400,7 +419,8 @@ def test_cancel_run_sends_sigterm_to_heartbeat_pid(tmp_path):
 
 def test_retry_run_requeues_in_the_store(tmp_path):
     from ncbench.store import read_connection
-    from ncbench.tui.control import ControlError, retry_run
+    from ncbench.errors import ControlError
+    from ncbench.tui.control import retry_run
 
     db = tmp_path / "t.duckdb"
     make_tui_db(db)
@@ -546,9 +566,12 @@ async def test_retry_and_cancel_from_the_runs_view(tmp_path):
     cfg = tmp_path / "experiments.toml"
     cfg.write_text(PILOT_TOML)
     workdir = tmp_path / "work"
+    from ncbench.rundir import run_dir_of
+
     worker = subprocess.Popen([sys.executable, str(script), str(worker_out),
-                               str(workdir / "runs" / "demo-fl-s0")], cwd=ROOT)
-    controller = QueueController(cfg, db, command=[sys.executable, str(script), str(queue_out)])
+                               str(run_dir_of(workdir, "demo-fl-s0"))], cwd=ROOT)
+    controller = QueueController(cfg, db, workdir=workdir,
+                                 command=[sys.executable, str(script), str(queue_out)])
     app = make_app(db, workdir=workdir, controller=controller)
     try:
         async with app.run_test(size=(120, 30)) as pilot:
@@ -601,7 +624,8 @@ async def test_retry_outside_the_running_queue_restarts_it_for_that_experiment(t
     script.write_text(QUEUE_STANDIN)
     cfg = tmp_path / "experiments.toml"
     cfg.write_text(PILOT_TOML)
-    controller = QueueController(cfg, db, command=[sys.executable, str(script), str(starts), "3"])
+    controller = QueueController(cfg, db, workdir=tmp_path / ".ncbench",
+                                 command=[sys.executable, str(script), str(starts), "3"])
     app = make_app(db, controller=controller)
     try:
         async with app.run_test(size=(120, 30)) as pilot:
@@ -613,7 +637,7 @@ async def test_retry_outside_the_running_queue_restarts_it_for_that_experiment(t
             table = app.screen.query_one(RunsTable)
             table.move_cursor(row=table.run_ids.index("demo-fl-s1"))
             await pilot.press("R")
-            await wait_for(pilot, lambda: app._retry_later == {"demo"}, what="the pending retry")
+            await wait_for(pilot, lambda: app.control.retry_later == {"demo"}, what="the pending retry")
             with read_connection(db) as con:
                 assert con.execute("SELECT status FROM runs WHERE run_id='demo-fl-s1'"
                                    ).fetchone()[0] == "queued"
@@ -622,16 +646,16 @@ async def test_retry_outside_the_running_queue_restarts_it_for_that_experiment(t
             await wait_for(pilot, lambda: starts.read_text().count("started") == 2, timeout=30,
                            what="the queue's second start")
             assert controller.running_experiments == ["pilot", "demo"]
-            assert app._retry_later == set()
+            assert app.control.retry_later == set()
 
             # a user stop: no automatic restart, the pending experiment waits for the next r
             await wait_for(pilot, lambda: controller.running, what="the queue running")
-            app._retry_later.add("other")
+            app.control.retry_later.add("other")
             await pilot.press("r")
             await wait_for(pilot, lambda: not controller.running, what="queue stop")
             await pilot.pause(1.5)
             assert starts.read_text().count("started") == 2 and not controller.running
-            assert app._retry_later == {"other"}
+            assert app.control.retry_later == {"other"}
     finally:
         if controller.proc is not None and controller.proc.poll() is None:
             controller.proc.kill()
@@ -643,7 +667,7 @@ def test_queue_controller_reports_why_the_queue_exited(tmp_path):
 
     cfg = tmp_path / "experiments.toml"
     cfg.write_text("[experiments.x]\ndataset = 3\n")
-    q = QueueController(cfg, tmp_path / "t.duckdb")
+    q = QueueController(cfg, tmp_path / "t.duckdb", workdir=tmp_path / ".ncbench")
     q.start()
     assert q.running_experiments == []  # the config cannot be read: nothing known
     q.proc.wait(timeout=120)
@@ -673,7 +697,7 @@ async def test_real_runs_table_detail_compare(real_runs):
         table = app.screen.query_one(RunsTable)
         assert sorted(table.run_ids) == sorted(stored)
         assert "done 4" in screen_text(app)
-        assert all(r.status == "done" and r.epoch == 3 for r in app.runs.values())
+        assert all(r.status == "done" and r.last_epoch == 3 for r in app.runs.values())
 
         # the filter narrows the rows
         await pilot.press("slash")
@@ -762,13 +786,14 @@ LIVE_WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from ncbench.events import EventLog, write_spec
+    from ncbench.rundir import run_dir_of
     from ncbench.runs import RunSpec
     from ncbench.store import Store
 
     db, workdir, epochs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     spec = RunSpec(experiment="live", dataset="gaussian", model="mlp", loss="ce", width=1.0,
                    epochs=epochs, seed=0)
-    run_dir = workdir / "runs" / spec.run_id
+    run_dir = run_dir_of(workdir, spec.run_id)
     write_spec(run_dir, spec)
     log = EventLog(run_dir)
     store = Store(db, lock_timeout=30)
@@ -820,8 +845,8 @@ async def test_live_updates_from_another_process(tmp_path):
 
             def progress() -> bool:
                 row = app.runs.get(rid)
-                if row and row.epoch:
-                    seen_epochs.add(row.epoch)
+                if row and row.last_epoch:
+                    seen_epochs.add(row.last_epoch)
                 if app.db_note:
                     notes.append(app.db_note)
                 charts = app.screen.query("#chart-nc1")  # empty until the screen is composed
@@ -871,8 +896,9 @@ def test_runs_reader_incremental(tmp_path):
     """RunsReader re-reads only changed runs, keeps unchanged RunRow objects, follows a new
     evaluation at last_epoch at once, and settles a heartbeat that ran ahead of the
     evaluations by a full read within `stale_every` polls."""
+    from ncbench.listing import stored_rows
     from ncbench.store import read_connection
-    from ncbench.tui.data import RunsReader, fetch_runs
+    from ncbench.tui.data import RunsReader
 
     db = tmp_path / "t.duckdb"
     make_tui_db(db)
@@ -880,7 +906,7 @@ def test_runs_reader_incremental(tmp_path):
 
     def poll():
         with read_connection(db) as con:
-            return reader.read(con), fetch_runs(con)
+            return reader.read(con), stored_rows(con)
 
     def same(a, b):  # RunRow equality with NaN == NaN
         return a.keys() == b.keys() and all(repr(a[k]) == repr(b[k]) for k in a)
@@ -903,14 +929,14 @@ def test_runs_reader_incremental(tmp_path):
     rows, truth = poll()
     assert reader.last_changed == 1 and not reader.last_full
     assert repr(rows["demo-fl-s0"]) == repr(truth["demo-fl-s0"])
-    assert (rows["demo-fl-s0"].epoch, rows["demo-fl-s0"].nc1) == (5, 0.25)
+    assert (rows["demo-fl-s0"].last_epoch, rows["demo-fl-s0"].nc1) == (5, 0.25)
     assert rows["demo-ce-s0"] is first["demo-ce-s0"]
 
     # the heartbeat runs ahead (epoch 7) of an evaluation at epoch 6 ingested in the same sync
     write("INSERT INTO metrics VALUES ('demo-fl-s0', 6, 'nc1', 0.125)")
     write("UPDATE runs SET last_epoch = 7 WHERE run_id = 'demo-fl-s0'")
     rows, truth = poll()
-    assert rows["demo-fl-s0"].epoch == 7 and rows["demo-fl-s0"].nc1 == 0.25  # not yet seen
+    assert rows["demo-fl-s0"].last_epoch == 7 and rows["demo-fl-s0"].nc1 == 0.25  # not yet seen
     for _ in range(3):
         rows, truth = poll()
         if reader.last_full:
@@ -935,7 +961,8 @@ async def test_start_queue_on_mount_and_toggle(tmp_path):
     out = tmp_path / "queue.txt"
     cfg = tmp_path / "experiments.toml"
     cfg.write_text(PILOT_TOML)
-    controller = QueueController(cfg, db, command=[sys.executable, str(script), str(out)])
+    controller = QueueController(cfg, db, workdir=tmp_path / ".ncbench",
+                                 command=[sys.executable, str(script), str(out)])
     app = make_app(db, start_queue=True, controller=controller)
     try:
         async with app.run_test(size=(100, 30)) as pilot:

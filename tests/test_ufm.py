@@ -4,7 +4,7 @@ properties, the MSE shift regime, seed independence, the CLI (JSON, tables, traj
 Independent references written here in plain float64: the per-sample losses of eqs. (3)–(6) and
 the objective f with its gradient (autograd over those formulas), the closed-form CE optimum over
 NC-structured points (a 1-D problem solved by bisection) and the closed-form MSE (κ = 1) optimum
-with its shared logit shift (derived in docs/readme/70-ufm.md)."""
+with its shared logit shift (derived in docs/ufm.md)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from ncbench.errors import ConfigError, UnknownNameError
+from ncbench.errors import ParameterError, UnknownNameError, UsageError
 from ncbench.ufm import (
     UFMResult,
-    _lbfgs,
     is_zero_solution,
     nc_ansatz_optimum,
+    settings_problem,
     solve_ufm,
     theorem1_checks,
+    validate_ufm_settings,
 )
+from ncbench.ufm.lbfgs import minimize
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(num_classes=4, dim=8, per_class=5, lambda_w=5e-3, lambda_h=5e-3, lambda_b=5e-3)
@@ -300,30 +302,53 @@ def test_lbfgs_reaches_tiny_gradients_on_rosenbrock():
         (g,) = torch.autograd.grad(f, x)
         return float(f.detach()), g
 
-    out = _lbfgs(fg, torch.tensor([-1.2, 1.0, -0.5, 0.8], dtype=torch.float64), 1e-12, 2000)
+    out = minimize(fg, torch.tensor([-1.2, 1.0, -0.5, 0.8], dtype=torch.float64), 1e-12, 2000)
     assert out.converged and float(out.g.norm()) <= 1e-12
     assert torch.allclose(out.x, torch.ones(4, dtype=torch.float64), atol=1e-9)
 
 
 @pytest.mark.parametrize("kwargs, key", [
     ({"dim": 3}, "dim"),
-    ({"per_class": 0}, "per-class"),
-    ({"lambda_w": 0.0}, "lambda-w"),
-    ({"lambda_h": -1e-3}, "lambda-h"),
-    ({"lambda_b": -1.0}, "lambda-b"),
-    ({"num_classes": 1, "dim": 8}, "classes"),
+    ({"per_class": 0}, "per_class"),
+    ({"lambda_w": 0.0}, "lambda_w"),
+    ({"lambda_h": -1e-3}, "lambda_h"),
+    ({"lambda_b": -1.0}, "lambda_b"),
+    ({"num_classes": 1, "dim": 8}, "num_classes"),
 ])
-def test_invalid_settings_raise_config_errors(kwargs, key):
-    with pytest.raises(ConfigError) as info:
+def test_invalid_settings_raise_parameter_errors(kwargs, key):
+    with pytest.raises(ParameterError) as info:
         solve_ufm("ce", **{**SMALL, **kwargs})
     assert info.value.key == key
+    assert str(info.value).startswith(f"UFM setting '{key}': ")
+
+
+@pytest.mark.parametrize("kwargs, key, reason", [
+    ({"tol": 1.0}, "tol", "must be in (0, 1), got 1.0"),
+    ({"tol": float("nan")}, "tol", "must be a finite number, got nan"),
+    ({"max_iter": 0}, "max_iter", "must be at least 1, got 0"),
+    ({"per_class": 2.5}, "per_class", "must be an integer, got 2.5"),
+    ({"lambda_b": True}, "lambda_b", "must be a finite number, got True"),
+])
+def test_settings_problem_names_the_argument_and_the_reason(kwargs, key, reason):
+    settings = {"tol": 1e-9, "max_iter": 10, **SMALL, **kwargs}
+    assert settings_problem(**settings) == (key, reason)
+    with pytest.raises(ParameterError, match=f"UFM setting '{key}'") as info:
+        validate_ufm_settings(**settings)
+    assert isinstance(info.value, ValueError) and info.value.key == key
+
+
+def test_valid_settings_have_no_problem():
+    assert settings_problem(**SMALL) is None
+    assert settings_problem(**{**SMALL, "dim": 4, "lambda_b": 0}) is None  # d = K, unpenalised b
+    validate_ufm_settings(**SMALL)
 
 
 def test_unknown_loss_and_bad_params():
     with pytest.raises(UnknownNameError, match="did you mean 'mse'"):
         solve_ufm("mes", **SMALL)
-    with pytest.raises(ConfigError, match="gamma"):
+    with pytest.raises(ParameterError, match="gamma") as info:
         solve_ufm("fl", **SMALL, loss_params={"gama": 2.0})
+    assert info.value.key == "loss_params"
 
 
 def test_k10_d32_n50_converges_fast_for_every_loss():
@@ -415,6 +440,29 @@ def test_cli_errors_are_clear(args, needle, capsys):
     assert info.value.code == 2, (captured.out, captured.err)
     assert needle in captured.err
     assert "Traceback" not in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("args, option", [
+    (("--dim", "3"), "--dim"),
+    (("--classes", "1", "--dim", "8"), "--classes"),
+    (("--per-class", "0"), "--per-class"),
+    (("--lambda-b", "-1"), "--lambda-b"),
+    (("--tol", "2"), "--tol"),
+    (("--max-iter", "0"), "--max-iter"),
+    (("--check-tol", "0"), "--check-tol"),
+    (("--loss", "ce,ce"), "--loss"),
+    (("--loss", "fl", "--loss-params", "fl:gama=2"), "--loss-params"),
+    (("--loss", "ce", "--device", "tpu9"), "--device"),
+    (("--loss", "ce", "--trajectory", "/nonexistent/dir/t.csv"), "--trajectory"),
+])
+def test_cli_bad_flags_are_usage_errors_naming_the_option(args, option):
+    from typer.testing import CliRunner
+
+    from ncbench.cli.app import app
+
+    res = CliRunner().invoke(app, ["ufm", "--classes", "4", "--dim", "8", "--per-class", "5", *args])
+    assert isinstance(res.exception, UsageError), res.exception
+    assert res.exception.option == option and str(res.exception).startswith(f"{option}: ")
 
 
 @pytest.mark.parametrize("args, needle", [ERROR_CASES[6]])

@@ -8,11 +8,11 @@ import re
 import typer
 
 from ncbench.cli.app import app
-from ncbench.errors import ConfigError
+from ncbench.errors import ParameterError, UsageError
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
-    """"3,32,32" / "3x32x32" / "64" → a tuple of positive ints (ConfigError otherwise)."""
+    """"3,32,32" / "3x32x32" / "64" → a tuple of positive ints (UsageError otherwise)."""
     if text is None or not text.strip():
         return None
     text_ = text.strip()
@@ -20,8 +20,7 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     if re.fullmatch(r"\d+(\s*[,x×]\s*\d+)*", text_):
         shape = tuple(int(p) for p in re.split(r"\s*[,x×]\s*", text_))
     if len(shape) not in (1, 3) or any(s < 1 for s in shape):
-        raise ConfigError(None, f"--input-shape must be C,H,W or D with positive integers, got {text!r}",
-                          key="input-shape")
+        raise UsageError("--input-shape", f"must be C,H,W or D with positive integers, got {text!r}")
     return shape
 
 
@@ -30,7 +29,8 @@ def model_table(names: list[str] | None, classes: int, widths: list[float],
     """One row per (model, width): model, width, params, feature_dim, input_shape.
 
     Models are built on torch's "meta" device (no memory, no initialisation cost). A model that
-    cannot take `input_shape` (a conv net on vectors) gets params None and the reason in `note`.
+    cannot take `input_shape` (a conv net on vectors) gets params None and the reason in `note`;
+    a model asked for by name raises its `ParameterError` instead.
     """
     import torch
 
@@ -45,7 +45,7 @@ def model_table(names: list[str] | None, classes: int, widths: list[float],
                 with torch.device("meta"):
                     m = make_model(name, classes, w, input_shape=input_shape)
                 row.update(params=count_parameters(m), feature_dim=int(m.feature_dim), note="")
-            except ConfigError as exc:
+            except ParameterError as exc:
                 if names:  # the user asked for this model by name: say why it fails
                     raise
                 row.update(params=None, feature_dim=None,
@@ -64,9 +64,9 @@ def models(
 ) -> None:
     """List the models with parameter counts and feature dimension at the given width(s) and K."""
     if format not in ("table", "md", "json"):
-        raise ConfigError(None, f"unknown --format {format!r}; use table, md or json", key="format")
+        raise UsageError("--format", f"unknown format {format!r}; use table, md or json")
     if classes < 1:
-        raise ConfigError(None, f"--classes must be ≥ 1, got {classes}", key="classes")
+        raise UsageError("--classes", f"must be ≥ 1, got {classes}")
     rows = model_table(list(model) if model else None, classes, list(width) if width else [1.0],
                        parse_shape(input_shape))
     if format == "json":

@@ -7,13 +7,15 @@ from pathlib import Path
 import typer
 
 from ncbench.cli.app import app
+from ncbench.paths import DEFAULT_CONFIG
 
 
 @app.command()
 def report(
     experiments: list[str] = typer.Argument(None, help="Experiments to report (default: all in the database)."),
-    config: Path = typer.Option(Path("experiments.toml"), "--config", "-c",
-                                help="Config file; the default database sits beside it."),
+    config: Path = typer.Option(None, "--config", "-c",
+                                help=f"Config file; the default database sits beside it "
+                                     f"\\[default: {DEFAULT_CONFIG}]."),
     db: Path = typer.Option(None, "--db", help="Results database (default: ncbench.duckdb beside --config)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table | md | csv | latex | json."),
     output: Path = typer.Option(None, "--output", "-o", help="Write the tables to FILE instead of stdout."),
@@ -31,14 +33,12 @@ def report(
     from rich.console import Console
 
     from ncbench import report as rep
-    from ncbench.config import default_db_path
-    from ncbench.errors import UnknownNameError
+    from ncbench.paths import resolve
     from ncbench.store import check_ncbench_db, read_connection
 
-    if fmt not in rep.FORMATS:
-        raise UnknownNameError("format", fmt, rep.FORMATS)
+    rep.check_format(fmt)
     rep.check_where(where)
-    db_path = db or default_db_path(config)
+    db_path = resolve(config, db).db
     with read_connection(db_path) as con:
         check_ncbench_db(con, db_path)
         result = rep.build_report(con, experiments or None, rows, cols, where,
@@ -48,14 +48,14 @@ def report(
                                                  include_unfinished=include_unfinished, metric=metric)
         figs = {}
         if figures is not None:
-            from ncbench.figures import make_figures
+            from ncbench.report.figures import make_figures
 
             figs = make_figures(con, experiments or None, rows, cols, where,
                                 include_unfinished=include_unfinished)
     # the database is closed again here: rendering must not hold up a running `ncbench run`
     written = []
     if figures is not None:
-        from ncbench.figures import save_figures
+        from ncbench.report.figures import save_figures
 
         written = save_figures(figs, figures)
     if output is not None:

@@ -1,5 +1,5 @@
 """`ncbench run`: train the runs of one or more experiments (a thin layer over
-`ncbench.executors.run_grid`)."""
+`ncbench.grid.run_grid`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 
 from ncbench.cli.app import app
+from ncbench.lifecycle import DONE, QUEUED, STATUS_STYLE
+from ncbench.paths import DEFAULT_CONFIG
 
 #: Exit codes of `ncbench run`.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -73,21 +75,20 @@ def _summary(console, result) -> None:
         # min_width: the numbers stay readable at 80 columns; the run label gives way first.
         table.add_column(col, no_wrap=True, justify="left" if col == "status" else "right",
                          min_width=len(col) if col != "status" else 8)
-    errors = any((rows.get(s.run_id, {}).get("error") and result.results.get(s.run_id) != "done")
+    errors = any((rows.get(s.run_id, {}).get("error") and result.results.get(s.run_id) != DONE)
                  for s in result.plan.todo)
     if errors:
         table.add_column("error", overflow="fold")
-    styles = {"done": "green", "failed": "red", "diverged": "magenta", "interrupted": "yellow",
-              "queued": "dim", "running": "cyan"}
     for spec in result.plan.todo:
         r = rows.get(spec.run_id, {})
-        st = result.results.get(spec.run_id) or r.get("status") or "queued"
-        cells = [labels[spec.run_id], f"[{styles.get(st, '')}]{st}[/]",
+        st = result.results.get(spec.run_id) or r.get("status") or QUEUED
+        look = STATUS_STYLE.get(st)
+        cells = [labels[spec.run_id], f"[{look.style if look else ''}]{st}[/]",
                  f"{r.get('final_epoch') or 0}/{spec.epochs}", _pct(r.get("final_train_acc")),
                  _pct(r.get("best_val_acc")), _pct(r.get("test_acc_at_best_val")),
                  _num(r.get("final_nc1"))]
         if errors:
-            cells.append((r.get("error") or "") if st != "done" else "")
+            cells.append((r.get("error") or "") if st != DONE else "")
         table.add_row(*cells)
     if result.plan.todo:
         console.print(table)
@@ -109,7 +110,8 @@ def _summary(console, result) -> None:
 def run(
     experiments: list[str] = typer.Argument(None, help="Experiments to run \\[default: the config's "
                                                        "`default`]."),
-    config: Path = typer.Option(Path("experiments.toml"), "--config", "-c", help="Experiments file."),
+    config: Path = typer.Option(None, "--config", "-c",
+                                help=f"Experiments file \\[default: {DEFAULT_CONFIG}]."),
     db: Path = typer.Option(None, "--db", help="Results database \\[default: ncbench.duckdb beside "
                                                "the config]."),
     workdir: Path = typer.Option(None, "--workdir", help="Run directories (events, checkpoints) "
@@ -138,7 +140,7 @@ def run(
     qos: str = typer.Option(None, "--qos", help="Slurm QOS.", rich_help_panel=_SLURM),
     array_parallelism: int = typer.Option(None, "--array-parallelism", help="Array tasks running at "
                                           "once.", rich_help_panel=_SLURM),
-    detach: bool = typer.Option(False, "--detach", help="Return once submitted; `ncbench status` "
+    detach: bool = typer.Option(False, "--detach", help="Return once submitted; `ncbench sync` "
                                 "picks the results up later.", rich_help_panel=_SLURM),
 ) -> None:
     """Train the runs of the experiments: skips runs already done, resumes interrupted ones.
@@ -147,7 +149,7 @@ def run(
     config or missing dataset (nothing is stored), 130 when stopped with Ctrl-C."""
     from rich.console import Console
 
-    from ncbench.executors import run_grid
+    from ncbench.grid import run_grid
     from ncbench.progress import RichUI
 
     console = Console()
@@ -160,11 +162,8 @@ def run(
                       ui_factory=lambda skipped: RichUI(console, skipped=skipped))
     if dry_run:
         for spec in result.specs:
-            note = result.plan.skipped.get(spec.run_id)
-            state = result.plan.states.get(spec.run_id)
-            what = f"skip ({note})" if note else (
-                "resume" if state is not None and state.status not in ("new",) else "start")
-            console.print(f"{spec.run_id}  {spec.label:<48} {what}", highlight=False, soft_wrap=True)
+            console.print(f"{spec.run_id}  {spec.label:<48} {result.plan.action(spec.run_id)}",
+                          highlight=False, soft_wrap=True)
         console.print(f"{len(result.plan.todo)} of {len(result.specs)} runs would run "
                       f"(executor {executor}); nothing was changed.", highlight=False)
         return

@@ -24,14 +24,13 @@ def sql(
     fmt: str = typer.Option("table", "--format", "-f", help="Output: table, csv or json."),
 ) -> None:
     """Query the results database (read-only): tables runs, metrics; views epochs, results."""
-    from ncbench.config import DEFAULT_CONFIG, default_db_path
-    from ncbench.errors import ConfigError
+    from ncbench.errors import UsageError
+    from ncbench.paths import resolve
     from ncbench.store import run_sql
 
     if fmt not in FORMATS:
-        raise ConfigError(None, f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}",
-                          key="--format")
-    db_path = Path(db) if db is not None else default_db_path(config or DEFAULT_CONFIG)
+        raise UsageError("--format", f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
+    db_path = resolve(config, db).db
     cols, rows = run_sql(db_path, query)
     if not cols:
         return

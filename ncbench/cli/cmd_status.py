@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ncbench.cli.app import app
-from ncbench.events import STALE_AFTER_S
+from ncbench.lifecycle import RUN_STATUSES, RUNNING, STALE_AFTER_S, STATUS_STYLE
 
-_STYLE = {"queued": "dim", "running": "bold cyan", "done": "green", "failed": "bold red",
-          "diverged": "magenta", "interrupted": "yellow"}
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from ncbench.listing import RunRow
+
+def _style(status: str) -> str:
+    """The rich style of a status (lifecycle.STATUS_STYLE; none for an unknown one)."""
+    look = STATUS_STYLE.get(status)
+    return look.style if look else ""
 
 
 def _age(seconds: float | None) -> str:
@@ -37,24 +45,23 @@ def _num(value, fmt: str) -> str:
 
 def load_status(config: Path | None, db: Path | None, experiments: list[str] | None,
                 statuses: list[str] | None = None, *, hidden: dict[str, int] | None = None
-                ) -> list[dict]:
-    """The rows `ncbench status` shows (store.status_rows over the config's runs).
+                ) -> list[RunRow]:
+    """The rows `ncbench status` shows (`ncbench.listing.list_runs` over the config's runs).
 
     `config` None means ./experiments.toml, which may then be absent if `db` is given (the
     database alone is shown). The config is validated like `ncbench run` validates it. Without
     `experiments`, the config's experiments that have nothing stored and are not its `default`
     (e.g. the GPU grids of the shipped file, on a laptop) are left out; their names and run
     counts go into `hidden` when a dict is passed."""
-    from ncbench.config import (DEFAULT_CONFIG, default_db_path, default_workdir, expand, load_config,
-                                select)
-    from ncbench.store import shown_experiments, status_rows
+    from ncbench.config import expand, load_config, select
+    from ncbench.listing import list_runs, shown_experiments
+    from ncbench.paths import resolve
 
     specs = []
-    explicit = config is not None
-    config_path = Path(config) if explicit else Path(DEFAULT_CONFIG)
-    db_path = Path(db) if db is not None else default_db_path(config_path)
-    if explicit or config_path.exists() or db is None:
-        cfg = load_config(config_path)
+    paths = resolve(config, db, need_config=False)  # no config: the database alone
+    db_path = paths.db
+    if paths.config is not None:
+        cfg = load_config(paths.config)
         names = select(cfg, experiments)
         if not experiments:
             shown = shown_experiments(cfg, db_path)
@@ -64,11 +71,9 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
             names = shown
         specs = expand(cfg, names) if names else []
         experiments = names if experiments else None
-    from ncbench.executors.slurm import refresh  # Slurm jobs' news first (cheap: no-op without)
-    refresh(db_path, default_workdir(config_path))
-    rows = status_rows(specs, db_path, experiments, include_unlisted=True)
+    rows = list_runs(specs, db_path, experiments, include_unlisted=True)
     if statuses:
-        rows = [r for r in rows if r["status"] in statuses]
+        rows = [r for r in rows if r.status in statuses]
     return rows
 
 
@@ -88,20 +93,21 @@ def status(
     Without names: the config's default experiment(s) and every experiment with stored runs.
     Runs declared in the config but not yet in the database show as queued. Reads only: safe
     while `ncbench run` is writing (data at most a few seconds old)."""
-    from ncbench.errors import ConfigError
-    from ncbench.schema import RUN_STATUSES
+    from ncbench.errors import UsageError, did_you_mean
+    from ncbench.events import utcnow
     from ncbench.store import to_jsonable
 
     for s in only or []:
         if s not in RUN_STATUSES:
-            raise ConfigError(None, f"unknown status '{s}'; valid: {', '.join(RUN_STATUSES)}",
-                              key="--status")
+            raise UsageError("--status", f"unknown status '{s}'{did_you_mean(s, RUN_STATUSES)}; "
+                             f"valid: {', '.join(RUN_STATUSES)}")
     hidden: dict[str, int] = {}
     rows = load_status(config, db, experiments or None, only or None, hidden=hidden)
+    now = utcnow()
     if as_json:
-        typer.echo(json.dumps([to_jsonable(r) for r in rows], indent=2))
+        typer.echo(json.dumps([to_jsonable(r.to_dict(now)) for r in rows], indent=2))
         return
-    _print_table(rows)
+    _print_table(rows, now)
     if hidden:
         from rich.console import Console
 
@@ -110,12 +116,12 @@ def status(
                                       f"experiment to list its runs[/]", highlight=False)
 
 
-def _print_table(rows: list[dict]) -> None:
+def _print_table(rows: list[RunRow], now: datetime) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from ncbench.store import status_counts
+    from ncbench.listing import status_counts
 
     console = Console()
     if not console.is_terminal:  # piped: never truncate
@@ -124,33 +130,33 @@ def _print_table(rows: list[dict]) -> None:
         console.print("no runs")
         return
 
-    def where(r: dict) -> str:
-        return "/".join(str(x) for x in (r["device"], r["slot"]) if x)
+    def where(r: RunRow) -> str:
+        return "/".join(str(x) for x in (r.device, r.slot) if x)
 
-    def beat(r: dict) -> str:
-        age = r["heartbeat_age_s"]
-        if r["status"] != "running" or age is None:
+    def beat(r: RunRow) -> str:
+        age = r.heartbeat_age(now)
+        if r.status != RUNNING or age is None:
             return ""
         return f"[yellow]{_age(age)} stale[/]" if age > STALE_AFTER_S else _age(age)
 
     # (header, cell, justify, optional: shown only when some row has a value)
     columns = [
-        ("experiment", lambda r: r["experiment"], "left", False),
-        ("run_id", lambda r: r["run_id"], "left", False),
-        ("dataset", lambda r: r["dataset"], "left", False),
-        ("model", lambda r: r["model"], "left", False),
-        ("loss", lambda r: r["loss"], "left", False),
-        ("width", lambda r: f"{r['width']:g}", "right", False),
-        ("epochs", lambda r: str(r["epochs"]), "right", False),
-        ("seed", lambda r: str(r["seed"]), "right", False),
-        ("status", lambda r: f"[{_STYLE.get(r['status'], '')}]{r['status']}[/]", "left", False),
-        ("progress", lambda r: r["progress"], "right", False),
+        ("experiment", lambda r: r.experiment, "left", False),
+        ("run_id", lambda r: r.run_id, "left", False),
+        ("dataset", lambda r: r.dataset, "left", False),
+        ("model", lambda r: r.model, "left", False),
+        ("loss", lambda r: r.loss, "left", False),
+        ("width", lambda r: f"{r.width:g}", "right", False),
+        ("epochs", lambda r: str(r.epochs), "right", False),
+        ("seed", lambda r: str(r.seed), "right", False),
+        ("status", lambda r: f"[{_style(r.status)}]{r.status}[/]", "left", False),
+        ("progress", lambda r: r.progress_text, "right", False),
         ("device/slot", where, "left", True),
-        ("attempt", lambda r: str(r["attempt"] or ""), "right", True),
-        ("slurm job", lambda r: r["slurm_job_id"] or "", "left", True),
+        ("attempt", lambda r: str(r.attempt or ""), "right", True),
+        ("slurm job", lambda r: r.slurm_job_id or "", "left", True),
         ("heartbeat", beat, "right", True),
-        ("test_acc", lambda r: _num(r["test_acc"], ".4f"), "right", True),
-        ("nc1", lambda r: _num(r["nc1"], ".3g"), "right", True),
+        ("test_acc", lambda r: _num(r.test_acc, ".4f"), "right", True),
+        ("nc1", lambda r: _num(r.nc1, ".3g"), "right", True),
     ]
     cells = [[c[1](r) for c in columns] for r in rows]
     keep = [i for i, c in enumerate(columns) if not c[3] or any(row[i] for row in cells)]
@@ -161,5 +167,5 @@ def _print_table(rows: list[dict]) -> None:
         table.add_row(*(row[i] for i in keep))
     console.print(table)
     counts = status_counts(rows)
-    console.print("  ".join(f"[{_STYLE.get(k, '')}]{k}[/] {v}" for k, v in counts.items())
+    console.print("  ".join(f"[{_style(k)}]{k}[/] {v}" for k, v in counts.items())
                   + f"  (total {len(rows)})", highlight=False)

@@ -14,30 +14,23 @@ def resolve_paths(config: Path | None, db: Path | None, workdir: Path | None,
     """(config or None, db, workdir, experiments) for the TUI; the config is validated like
     `ncbench run` validates it. Without --config, ./experiments.toml is used when it exists,
     else the database alone is shown (then it must exist)."""
-    from ncbench.config import DEFAULT_CONFIG, default_db_path, default_workdir, load_config, select
+    from ncbench.config import load_config, select
     from ncbench.errors import StoreError
-    from ncbench.store import shown_experiments
+    from ncbench.listing import shown_experiments
+    from ncbench.paths import resolve
 
-    config_path: Path | None = Path(config) if config is not None else Path(DEFAULT_CONFIG)
+    paths = resolve(config, db, workdir, need_config=False)  # no config: the database alone
     names = list(experiments or [])
-    if config is not None or config_path.exists():
-        cfg = load_config(config_path)  # ConfigError: file, experiment, key, reason
+    if paths.config is not None:
+        cfg = load_config(paths.config)  # ConfigError: file, experiment, key, reason
         if names:
             names = select(cfg, names)
         else:  # as `ncbench status`: the default experiment(s) and those with stored runs
-            names = shown_experiments(cfg, db if db is not None else default_db_path(config_path))
-    else:
-        config_path = None
-    if db is None:
-        if config_path is None:
-            raise StoreError(f"no {DEFAULT_CONFIG} here and no --db given: pass --config FILE "
-                             "or --db PATH")
-        db = default_db_path(config_path)
-    elif config_path is None and not Path(db).exists():
-        raise StoreError(f"no results yet: {db} does not exist (and no experiments file to show)")
-    if workdir is None:
-        workdir = default_workdir(config_path) if config_path else Path(db).parent / ".ncbench"
-    return config_path, Path(db), Path(workdir), names
+            names = shown_experiments(cfg, paths.db)
+    elif not paths.db.exists():
+        raise StoreError(f"no results yet: {paths.db} does not exist (and no experiments file "
+                         "to show)")
+    return paths.config, paths.db, paths.workdir, names
 
 
 @app.command()
@@ -63,22 +56,23 @@ def tui(
     loss comparison (the tables of `ncbench report`), queue control. Press ? for keys.
 
     Reads the database read-only (safe while `ncbench run` writes in another terminal)."""
-    from ncbench.errors import ConfigError
+    from ncbench.errors import UsageError
 
     config_path, db_path, work, names = resolve_paths(config, db, workdir, experiments)
     if run and config_path is None:
-        raise ConfigError(None, "--run needs an experiments file (--config FILE)")
+        raise UsageError("--run", "needs an experiments file (--config FILE)")
     from ncbench.tui import run_tui
 
     run_args: list[str] = []
     for flag, value in (("--workers", workers), ("--gpus", gpus), ("--executor", executor)):
         if value is not None:
             run_args += [flag, str(value)]
-    # Shown: the named experiments, else the default ones and those with stored runs; the queue
-    # runs the named ones, else the config's default (as `ncbench run` does).
+    # Shown (as `ncbench status` lists them): the runs of the named experiments, else those the
+    # config declares in its default experiments and those with stored runs, plus every stored
+    # run; the queue runs the named ones, else the config's default (as `ncbench run` does).
     code = run_tui(db_path, config_path=config_path, experiments=names, workdir=work,
                    start_queue=run, poll_interval=interval, run_args=run_args,
-                   queue_experiments=names if experiments else [])
+                   queue_experiments=names if experiments else [], all_stored=not experiments)
     if code == 130:
         typer.echo("the queue was stopped; its running runs are interrupted and resume on the "
                    "next `ncbench run` (or `ncbench tui --run`)", err=True)

@@ -15,10 +15,15 @@ from typing import Any
 import typer
 
 from ncbench.cli.app import app
-from ncbench.errors import ConfigError, UnknownNameError
+from ncbench.errors import UnknownNameError, UsageError
 
 TRAJECTORY_COLUMNS = ("loss", "seed", "iteration", "seconds", "objective", "grad_norm", "rel_grad_norm",
                       "nc1", "nc2", "nc3", "nc2_centered", "nc3_centered")
+
+#: The option of each `solve_ufm` setting (`ncbench.ufm.settings_problem` names the argument).
+SETTING_OPTIONS = {"num_classes": "--classes", "dim": "--dim", "per_class": "--per-class",
+                   "lambda_w": "--lambda-w", "lambda_h": "--lambda-h", "lambda_b": "--lambda-b",
+                   "tol": "--tol", "max_iter": "--max-iter"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -30,10 +35,10 @@ def parse_losses(text: str) -> list[str]:
     """"ce,fl" → ["ce", "fl"] (order kept, duplicates rejected). Names are checked by make_loss."""
     names = [p.strip() for p in text.split(",") if p.strip()] if text else []
     if not names:
-        raise ConfigError(None, "no loss given; use e.g. --loss ce,fl,ls,mse", key="loss")
+        raise UsageError("--loss", "no loss given; use e.g. --loss ce,fl,ls,mse")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ConfigError(None, f"loss {', '.join(map(repr, dup))} is listed twice", key="loss")
+        raise UsageError("--loss", f"loss {', '.join(map(repr, dup))} is listed twice")
     return names
 
 
@@ -49,10 +54,10 @@ def _parse_value(text: str, item: str) -> Any:
     try:
         v = float(t)
     except ValueError:
-        raise ConfigError(None, f"in {item!r}: the value {t!r} is not a number (or true/false)",
-                          key="loss-params") from None
+        raise UsageError("--loss-params",
+                         f"in {item!r}: the value {t!r} is not a number (or true/false)") from None
     if not math.isfinite(v):
-        raise ConfigError(None, f"in {item!r}: the value must be finite", key="loss-params")
+        raise UsageError("--loss-params", f"in {item!r}: the value must be finite")
     return v
 
 
@@ -70,8 +75,8 @@ def parse_loss_params(texts: list[str] | None, losses: list[str]) -> dict[str, d
     items = [p.strip() for t in (texts or []) for p in t.split(",") if p.strip()]
     for item in items:
         if "=" not in item:
-            raise ConfigError(None, f"{item!r} is not KEY=VALUE or LOSS:KEY=VALUE "
-                                    f"(e.g. fl:gamma=2,ls:alpha=0.2 or gamma=2)", key="loss-params")
+            raise UsageError("--loss-params", f"{item!r} is not KEY=VALUE or LOSS:KEY=VALUE "
+                                              f"(e.g. fl:gamma=2,ls:alpha=0.2 or gamma=2)")
         lhs, _, value_text = item.partition("=")
         lhs = lhs.strip()
         value = _parse_value(value_text, item)
@@ -79,11 +84,10 @@ def parse_loss_params(texts: list[str] | None, losses: list[str]) -> dict[str, d
             loss, _, key = lhs.rpartition(":")
             loss, key = loss.strip(), key.strip()
             if loss not in out:
-                raise ConfigError(None, f"in {item!r}: loss {loss!r} is not among the selected losses "
-                                        f"({', '.join(losses)})", key="loss-params")
+                raise UsageError("--loss-params", f"in {item!r}: loss {loss!r} is not among the "
+                                                  f"selected losses ({', '.join(losses)})")
             if not key:
-                raise ConfigError(None, f"in {item!r}: missing parameter name after '{loss}:'",
-                                  key="loss-params")
+                raise UsageError("--loss-params", f"in {item!r}: missing parameter name after '{loss}:'")
             out[loss][key] = value
             continue
         key = lhs
@@ -91,8 +95,8 @@ def parse_loss_params(texts: list[str] | None, losses: list[str]) -> dict[str, d
         if not targets:
             have = "; ".join(f"{n}: {', '.join(LOSS_DEFAULTS[n]) or '(none)'}"
                              for n in losses if n in LOSS_DEFAULTS)
-            raise ConfigError(None, f"no selected loss has a parameter {key!r} (parameters — {have}); "
-                                    f"for a user loss write LOSS:{key}=VALUE", key="loss-params")
+            raise UsageError("--loss-params", f"no selected loss has a parameter {key!r} (parameters — "
+                                              f"{have}); for a user loss write LOSS:{key}=VALUE")
         for n in targets:
             out[n][key] = value
     return out
@@ -215,10 +219,9 @@ def _check_device(device: str) -> None:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ConfigError(None, f"{device!r} is not a torch device (use cpu, cuda, cuda:1, …)",
-                          key="device") from None
+        raise UsageError("--device", f"{device!r} is not a torch device (use cpu, cuda, cuda:1, …)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(None, "CUDA is not available on this machine; use --device cpu", key="device")
+        raise UsageError("--device", "CUDA is not available on this machine; use --device cpu")
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,26 +257,29 @@ def ufm(
     Exit status: 0 = all converged, no predicted check failed; 1 = otherwise; 2 = invalid settings.
     """
     from ncbench.losses import make_loss
-    from ncbench.ufm import solve_ufm, theorem1_checks, validate_ufm_settings
+    from ncbench.ufm import settings_problem, solve_ufm, theorem1_checks
 
     names = parse_losses(loss)
-    validate_ufm_settings(classes, dim, per_class, lambda_w, lambda_h, lambda_b, tol, max_iter)
+    problem = settings_problem(classes, dim, per_class, lambda_w, lambda_h, lambda_b, tol, max_iter)
+    if problem is not None:
+        setting, reason = problem
+        raise UsageError(SETTING_OPTIONS[setting], reason)
     if not (math.isfinite(check_tol) and check_tol > 0):
-        raise ConfigError(None, f"must be a positive number, got {check_tol!r}", key="check-tol")
+        raise UsageError("--check-tol", f"must be a positive number, got {check_tol!r}")
     params = parse_loss_params(loss_params, names)
     for name in names:  # fail on a bad name or parameter before any solve starts
         try:
             make_loss(name, classes, **params[name])
         except UnknownNameError:
             raise
-        except ValueError as exc:
-            raise ConfigError(None, str(exc), key="loss-params") from exc
+        except ValueError as exc:  # ParameterError, or a user loss's own ValueError
+            raise UsageError("--loss-params", str(exc)) from exc
     _check_device(device)
     if trajectory is not None:
         parent = trajectory.expanduser().resolve().parent
         if not parent.is_dir():
-            raise ConfigError(None, f"cannot write {str(trajectory)!r}: the folder {str(parent)!r} does "
-                                    f"not exist", key="trajectory")
+            raise UsageError("--trajectory", f"cannot write {str(trajectory)!r}: the folder "
+                                             f"{str(parent)!r} does not exist")
 
     from rich.console import Console
 

@@ -38,9 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ncbench.executors import (
-    NullUI, RunUI, RunView, RunWatcher, mark_ended, next_attempt, prepare_run_dir,
+from ncbench.executors.base import NullUI, RunUI, RunView, RunWatcher
+from ncbench.lifecycle import (
+    FAILED, INTERRUPTED, QUEUED, RUNNING, end_status, mark_ended, next_attempt, prepare_run_dir,
+    retries_again,
 )
+from ncbench.rundir import WORKER_LOG
 from ncbench.runs import RunSpec
 
 __all__ = ["LocalExecutor", "Slot", "detect_gpus", "make_slots", "parse_gpus", "describe_exit"]
@@ -81,8 +84,9 @@ def detect_gpus() -> list[str]:
 
 def parse_gpus(value: Any) -> list[int] | None:
     """`--gpus` / `[executor.local] gpus`: "0,1,3" or [0, 1, 3] → [0, 1, 3]; "all" or None →
-    None (every visible GPU); "none" or "" or [] → [] (CPU only). Bad values: ConfigError."""
-    from ncbench.errors import ConfigError
+    None (every visible GPU); "none" or "" or [] → [] (CPU only). Bad values: ParameterError
+    with key `gpus` (the grid names the flag or the config key it came from)."""
+    from ncbench.errors import ParameterError
 
     if value is None:
         return None
@@ -104,21 +108,23 @@ def parse_gpus(value: Any) -> list[int] | None:
                 raise ValueError
             out.append(int(p))
         except (TypeError, ValueError):
-            raise ConfigError(None, f"--gpus: expected GPU indices like 0,1,3 (or 'all' / 'none'), "
-                              f"got {value!r}", key="gpus") from None
+            raise ParameterError(f"expected GPU indices like 0,1,3 (or 'all' / 'none'), "
+                                 f"got {value!r}", key="gpus") from None
     return out
 
 
 def make_slots(gpus: Sequence[int] | None = None, per_gpu: int = 1, workers: int | None = None,
                *, visible: Sequence[str] | None = None, cores: int | None = None) -> list[Slot]:
     """The slots for the given options (see module doc). `gpus=None`: every visible GPU;
-    `gpus=[]`: CPU only. `workers` is for CPU-only use; with GPUs it is an error."""
-    from ncbench.errors import ConfigError
+    `gpus=[]`: CPU only. `workers` is for CPU-only use; with GPUs it is an error. Bad options
+    (and GPUs not visible here) are ParameterErrors whose key is the option (`gpus`, `per_gpu`,
+    `workers`): the grid names the flag or the config key the value came from."""
+    from ncbench.errors import ParameterError
 
     if per_gpu < 1:
-        raise ConfigError(None, f"--per-gpu must be ≥ 1, got {per_gpu}", key="per_gpu")
+        raise ParameterError(f"must be ≥ 1, got {per_gpu}", key="per_gpu")
     if workers is not None and workers < 1:
-        raise ConfigError(None, f"--workers must be ≥ 1, got {workers}", key="workers")
+        raise ParameterError(f"must be ≥ 1, got {workers}", key="workers")
     visible = list(detect_gpus() if visible is None else visible)
     cores = cores or os.cpu_count() or 1
     if gpus is None:
@@ -127,15 +133,16 @@ def make_slots(gpus: Sequence[int] | None = None, per_gpu: int = 1, workers: int
         chosen = []
         for g in gpus:
             if not visible:
-                raise ConfigError(None, f"--gpus {g}: no GPU is visible here (torch finds no CUDA "
-                                  "device); train on the CPU with --workers N instead", key="gpus")
+                raise ParameterError(f"GPU {g}: no GPU is visible here (torch finds no CUDA "
+                                     "device); train on the CPU with --workers N instead", key="gpus")
             if not 0 <= int(g) < len(visible):
-                raise ConfigError(None, f"--gpus {g}: only {len(visible)} GPU(s) visible "
-                                  f"({', '.join(visible)}; indices 0..{len(visible) - 1})", key="gpus")
+                raise ParameterError(f"GPU {g}: only {len(visible)} GPU(s) visible "
+                                     f"({', '.join(visible)}; indices 0..{len(visible) - 1})",
+                                     key="gpus")
             chosen.append(visible[int(g)])
         if workers is not None and chosen:
-            raise ConfigError(None, "--workers is for CPU-only runs; with GPUs use --per-gpu N "
-                              "to run N workers per GPU", key="workers")
+            raise ParameterError("for CPU-only runs; with GPUs use --per-gpu N (per_gpu = N) "
+                                 "to run N workers per GPU", key="workers")
     if chosen:
         n = len(chosen) * per_gpu
         threads = str(max(1, cores // n))
@@ -294,7 +301,7 @@ class LocalExecutor:
                     a = self._go(spawned, slot, store)
                     active[slot.name] = a
                     v = views[a.spec.run_id]
-                    v.status, v.slot, v.attempt, v.error = "running", slot.name, a.attempt, None
+                    v.status, v.slot, v.attempt, v.error = RUNNING, slot.name, a.attempt, None
                     v.epoch, v.batch, v.batches = 0, 0, 0
                     a.watcher.view = v
                     changed = True
@@ -318,15 +325,16 @@ class LocalExecutor:
                     v = views[a.spec.run_id]
                     v.status, v.error = status, error
                     changed = True
-                    if status == "failed" and retries_left[a.spec.run_id] > 0 and stopping["level"] == 0:
+                    if retries_again(status, retries_left[a.spec.run_id],
+                                     stopping=stopping["level"] > 0):
                         retries_left[a.spec.run_id] -= 1
                         ui.note(f"run {a.spec.run_id} ({a.spec.label}) failed: {error} — queued "
                                 f"again ({retries_left[a.spec.run_id]} retries left)")
-                        v.status = "queued"
+                        v.status = QUEUED
                         queue.append(a.spec)
                     else:
                         results[a.spec.run_id] = status
-                        if status == "failed":
+                        if status == FAILED:
                             ui.note(f"run {a.spec.run_id} ({a.spec.label}) failed: {error}")
                 if finished and requeued is not None and stopping["level"] == 0:
                     busy = ({a.spec.run_id for a in active.values()} | {s.run_id for s in queue}
@@ -339,7 +347,7 @@ class LocalExecutor:
                     for spec in reversed(again):
                         queue.appendleft(spec)
                         views.setdefault(spec.run_id, RunView(spec.run_id, spec.label, spec.epochs))
-                        views[spec.run_id].status = "queued"
+                        views[spec.run_id].status = QUEUED
                         retries_left.setdefault(spec.run_id, self.retries)
                         results.pop(spec.run_id, None)
                         ui.note(f"run {spec.run_id} ({spec.label}) was queued again (a retry): "
@@ -368,7 +376,7 @@ class LocalExecutor:
                 a.proc.wait()
                 self._finish(a, True)
         for spec in queue:  # never started (stopped first): left as they were
-            views[spec.run_id].status = "queued"
+            views[spec.run_id].status = QUEUED
         ui.update(list(views.values()))
         return results
 
@@ -385,7 +393,7 @@ class LocalExecutor:
         # made small CPU models ~3x slower on a shared 2-core machine (user setting wins).
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env.pop(FAKE_GPUS_ENV, None)
-        log = open(run_dir / "worker.log", "ab")
+        log = open(run_dir / WORKER_LOG, "ab")
         proc = subprocess.Popen([self.python, "-m", "ncbench.worker", str(run_dir)], env=env,
                                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=os.getcwd())
@@ -410,7 +418,7 @@ class LocalExecutor:
         except (BrokenPipeError, OSError):  # died on standby: _finish reports how
             pass
         try:
-            store.set_status(sp.spec.run_id, "running", executor=self.name, slot=slot.name,
+            store.set_status(sp.spec.run_id, RUNNING, executor=self.name, slot=slot.name,
                              attempt=attempt, pid=sp.proc.pid, error=None, finished_at=None)
         except Exception:  # noqa: BLE001 - the database is informative; the run goes on
             pass
@@ -422,12 +430,12 @@ class LocalExecutor:
         a.log.close()
         ended = a.watcher.ended
         if ended is not None:
-            return ended.get("status") or "failed", ended.get("error")
+            return end_status(ended), ended.get("error")
         rc = a.proc.returncode
         if a.killed or (stopping and rc in (-signal.SIGTERM, -signal.SIGINT)):
-            status, error = "interrupted", "stopped by the user (" + describe_exit(rc) + ")"
+            status, error = INTERRUPTED, "stopped by the user (" + describe_exit(rc) + ")"
         else:
-            status, error = "failed", describe_exit(rc, a.run_dir / "worker.log")
+            status, error = FAILED, describe_exit(rc, a.run_dir / WORKER_LOG)
         mark_ended(a.run_dir, status, error, returncode=rc)
         return status, error
 

@@ -23,13 +23,16 @@ def __getattr__(name: str):
 
 
 def run_tui(db_path: str | Path, *, config_path: str | Path | None = None,
-            experiments: Sequence[str] = (), workdir: str | Path | None = None,
+            experiments: Sequence[str] = (), workdir: str | Path,
             start_queue: bool = False, poll_interval: float = 1.0,
-            run_args: Sequence[str] = (), queue_experiments: Sequence[str] | None = None
-            ) -> int | None:
-    """Run the app in this terminal until the user quits. `experiments` are shown;
-    `queue_experiments` (default: `experiments`; empty: the config's default) are what the
-    queue runs. `run_args` go to the `ncbench run` the app starts (e.g. `["--workers", "2"]`).
+            run_args: Sequence[str] = (), queue_experiments: Sequence[str] | None = None,
+            all_stored: bool = False) -> int | None:
+    """Run the app in this terminal until the user quits. `experiments` are shown (their
+    declared and stored runs; with `all_stored`, the stored runs of every experiment too, as
+    `ncbench status` lists them when no experiment is named); `queue_experiments` (default:
+    `experiments`; empty: the config's default) are what the queue runs. `run_args` go to the
+    `ncbench run` the app starts (e.g. `["--workers", "2"]`); `workdir`: its run directories
+    (`ncbench.paths.resolve`'s).
     A queue started from the app is stopped (SIGINT, as Ctrl-C would) and waited for before
     returning; returns its exit code."""
     from ncbench.tui.app import NcbenchApp
@@ -40,7 +43,7 @@ def run_tui(db_path: str | Path, *, config_path: str | Path | None = None,
                                  run_args=run_args)
     app = NcbenchApp(db_path, config_path=config_path, experiments=experiments,
                      workdir=workdir, start_queue=start_queue, poll_interval=poll_interval,
-                     controller=controller)
+                     controller=controller, all_stored=all_stored)
     try:
         app.run()
     finally:

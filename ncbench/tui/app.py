@@ -1,10 +1,16 @@
-"""The ncbench Textual app: polls the results database and hosts the views.
+"""The Textual app: polling, screens, keys and notifications, wired around the controller.
 
 Polling: every `poll_interval` seconds (default 1 s) a thread worker opens the database
 read-only (`ncbench.store.read_connection`, which waits out the writer's lock), reads the runs
 table (one query) plus whatever the current screen needs (`screen.read(con)`), closes the file,
 and hands the results to the UI thread. One poll runs at a time; the UI never waits on the
 database. Lock or open problems are shown as a quiet note in the status bar, never as an error.
+
+The runs are the listing's (`ncbench.listing`: the config's declared runs merged with the stored
+ones, as `ncbench status` lists them). What the control keys do (queue start/stop, retry,
+cancel, and what follows them) is decided by `ncbench.tui.controller.RunController`; the app
+runs its blocking parts in thread workers and shows its notices. Screens see the app only as a
+`ncbench.tui.ports.ScreenHost`.
 """
 
 from __future__ import annotations
@@ -21,11 +27,16 @@ from textual.app import App, ScreenStackError
 from textual.binding import Binding
 
 from ncbench.errors import NcbenchError
-from ncbench.tui.control import QueueController, cancel_run, retry_run
-from ncbench.tui.data import (
-    CANCELLABLE, RETRYABLE, RunRow, RunsReader, config_runs, merge_runs, utcnow, with_status,
-)
-from ncbench.tui.screens import ConfirmScreen, DbScreen, HelpScreen, RunsScreen
+from ncbench.events import utcnow
+from ncbench.lifecycle import QUEUED
+from ncbench.listing import RunRow, merge_rows
+from ncbench.paths import workdir_for
+from ncbench.tui.control import QueueController
+from ncbench.tui.controller import Notice, RunController
+from ncbench.tui.data import RunsReader, declared_runs
+from ncbench.tui.ports import DbScreen
+from ncbench.tui.rows import with_status
+from ncbench.tui.screens import ConfirmScreen, HelpScreen, RunsScreen
 
 __all__ = ["NcbenchApp"]
 
@@ -35,8 +46,12 @@ class NcbenchApp(App[None]):
 
     `db_path`: the results database (need not exist yet); `config_path`: experiments.toml whose
     declared runs are listed as queued until the database holds them; `experiments`: restrict to
-    these; `workdir`: run directories (for worker pids); `start_queue`: start `ncbench run` on
-    mount; `now`: clock for elapsed/ETA (tests freeze it); `controller`: the queue controller.
+    these (empty: all); `all_stored`: list the stored runs of every experiment even so (what
+    `ncbench status` lists when no experiment is named); `workdir`: run directories (worker
+    pids, the queue's; default: where `ncbench.paths.workdir_for` puts them); `start_queue`: start `ncbench run` on mount; `now`: clock for elapsed/ETA (tests
+    freeze it); `controller`: the queue process (`QueueController`); `control`: the policy over
+    it (`RunController`, built here).
+    It implements `ncbench.tui.ports.ScreenHost` for its screens.
     """
 
     CSS_PATH = "ncbench.tcss"
@@ -61,28 +76,28 @@ class NcbenchApp(App[None]):
         lock_timeout: float = 5.0,
         now: Callable[[], datetime] | None = None,
         controller: QueueController | None = None,
+        all_stored: bool = False,
     ) -> None:
         super().__init__()
         self.db_path = Path(db_path)
         self.config_path = Path(config_path) if config_path else None
         self.experiments = list(experiments)
-        self.workdir = Path(workdir) if workdir else None
+        self.workdir = Path(workdir) if workdir else workdir_for(self.config_path, self.db_path)
         self.start_queue = start_queue
         self.poll_interval = poll_interval
         self.lock_timeout = lock_timeout
         self.now: Callable[[], datetime] = now or utcnow
         self.controller = controller or QueueController(
             self.config_path, self.db_path, self.experiments, workdir=self.workdir)
-        self.reader = RunsReader(self.experiments)
+        self.control = RunController(self.controller, self.db_path, workdir=self.workdir,
+                                     lock_timeout=lock_timeout)
+        self.reader = RunsReader(None if all_stored else self.experiments)
         self.runs: dict[str, RunRow] = {}
         self.db_runs: dict[str, RunRow] = {}
         self.declared: list[RunRow] = []
         self.db_note = ""
         self.polls = 0  # completed polls (tests wait on this)
         self._polling = False
-        self._queue_was_running = False
-        self._retry_later: set[str] = set()  # experiments of runs retried outside the running queue
-        self._stop_asked = False  # the user stopped the queue (r): no automatic restart
         self._declared_mtime: float | None = None
 
     def notify(self, message: str, *, title: str = "", severity: str = "information",
@@ -91,6 +106,10 @@ class NcbenchApp(App[None]):
         log lines, whose brackets must show as they are (as markup, `[/]` raised MarkupError and
         ended the app, and `[x=1]` vanished)."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def _notice(self, notice: Notice) -> None:
+        """Show one of the controller's notices."""
+        self.notify(notice.message, severity=notice.severity)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -113,10 +132,11 @@ class NcbenchApp(App[None]):
             return
         self._declared_mtime = mtime
         try:
-            self.declared = config_runs(self.config_path, self.experiments)
+            self.declared = declared_runs(self.config_path, self.experiments)
         except NcbenchError as exc:
             self.declared = []
             self.notify(str(exc), title="experiments.toml", severity="error", timeout=10)
+        self.reader.listed = frozenset(r.run_id for r in self.declared)
         self._set_runs(self.db_runs)
 
     # -- polling ----------------------------------------------------------------------------------
@@ -131,7 +151,8 @@ class NcbenchApp(App[None]):
             return
         self._polling = True
         self._load_declared()
-        self._check_queue()
+        for notice in self.control.check_queue():
+            self._notice(notice)
         self._poll_worker(screen)
 
     @work(thread=True, group="poll", exit_on_error=False)
@@ -174,7 +195,7 @@ class NcbenchApp(App[None]):
 
     def _set_runs(self, db_runs: dict[str, RunRow], notify: bool = True) -> None:
         self.db_runs = db_runs
-        self.runs = merge_runs(db_runs, self.declared)
+        self.runs = {r.run_id: r for r in merge_rows(self.declared, db_runs)}
         if notify:
             self._runs_changed()
 
@@ -193,55 +214,27 @@ class NcbenchApp(App[None]):
             return Text(f"queue ■ exited ({c.returncode})", style="yellow" if c.returncode else "")
         return Text("queue ■ stopped (r: start)", style="dim")
 
-    def _check_queue(self) -> None:
-        running = self.controller.running
-        if self._queue_was_running and not running:
-            rc = self.controller.returncode
-            why = ""
-            if rc not in (0, 1, 130):  # 1: a run failed (the table shows it); 130: stopped
-                last = self.controller.last_log_line()
-                why = f": {last}" if last else ""
-            self.notify(f"queue finished (exit code {rc}){why}",
-                        severity="information" if rc == 0 else "warning")
-            if self._retry_later and rc in (0, 1) and not self._stop_asked:
-                later, self._retry_later = sorted(self._retry_later), set()
-                self._start_queue(also=later, why=f"for the retried runs of {', '.join(later)}")
-            running = self.controller.running
-        self._queue_was_running = running
-
     def action_toggle_queue(self) -> None:
-        try:
-            if self.controller.running:
-                msg = self.controller.stop()
-                self._stop_asked = True
-            else:
-                msg = self.controller.start(also=sorted(self._retry_later))
-                self._retry_later = set()
-                self._queue_was_running, self._stop_asked = True, False
-        except (NcbenchError, OSError) as exc:
-            self.notify(str(exc), severity="error")
-            return
-        self.notify(msg)
+        self._notice(self.control.toggle_queue())
         self._runs_changed()
 
     # -- run control ----------------------------------------------------------------------------
     def retry(self, run_id: str) -> None:
-        """Queue a failed / diverged / interrupted run again and (re)start the queue."""
+        """Queue a failed / interrupted run again, if the controller allows it; what follows
+        (the queue takes it, starts, or restarts later) is the controller's decision."""
         row = self.runs.get(run_id)
         if row is None:
             return
-        if row.status not in RETRYABLE:
-            why = (" (a diverged run is deterministic: ncbench run does not rerun it)"
-                   if row.status == "diverged" else "")
-            self.notify(f"run {run_id} is {row.status}; only {' or '.join(RETRYABLE)} runs can "
-                        f"be retried{why}", severity="warning")
+        refusal = self.control.retry_refusal(row)
+        if refusal is not None:
+            self._notice(refusal)
             return
         self._retry_worker(run_id)
 
     @work(thread=True, group="control", exit_on_error=False)
     def _retry_worker(self, run_id: str) -> None:
         try:
-            msg = retry_run(self.db_path, run_id)
+            msg = self.control.request_retry(run_id)
         except (NcbenchError, OSError, duckdb.Error) as exc:
             self.call_from_thread(self.notify, str(exc), severity="error")
             return
@@ -249,29 +242,10 @@ class NcbenchApp(App[None]):
 
     def _after_retry(self, run_id: str, msg: str) -> None:
         row = self.runs.get(run_id)
-        if row is not None:
-            self.db_runs[run_id] = with_status(row, "queued")
+        if row is not None:  # show it queued at once, before the next poll
+            self.db_runs[run_id] = with_status(row, QUEUED)
             self._set_runs(self.db_runs)
-        if self.controller.running:
-            if row is None or self.controller.runs_experiment(row.experiment):
-                self.notify(msg + "; the running queue starts it at its next free slot")
-            else:  # not among the queue's experiments: start the queue again for it afterwards
-                self._retry_later.add(row.experiment)
-                self.notify(msg + f"; the queue starts again for {row.experiment} when it ends")
-            return
-        if self.controller.config_path is None:
-            self.notify(msg + "; start `ncbench run` to run it")
-            return
-        self._start_queue(also=[row.experiment] if row else [], why=msg)
-
-    def _start_queue(self, also: list[str], why: str) -> None:
-        try:
-            started = self.controller.start(also=also)
-        except (NcbenchError, OSError) as exc:
-            self.notify(f"{why}; cannot start the queue: {exc}", severity="error")
-            return
-        self._queue_was_running, self._stop_asked = True, False
-        self.notify(f"{why}; {started}")
+        self._notice(self.control.after_retry(row.experiment if row else None, msg))
         self._runs_changed()
 
     def ask_cancel(self, run_id: str) -> None:
@@ -279,34 +253,24 @@ class NcbenchApp(App[None]):
         row = self.runs.get(run_id)
         if row is None:
             return
-        if row.status not in CANCELLABLE:
-            self.notify(f"run {run_id} is {row.status}, not running", severity="warning")
+        refusal = self.control.cancel_refusal(row)
+        if refusal is not None:
+            self._notice(refusal)
             return
 
         def answer(yes: bool | None) -> None:
             if yes:
                 self.cancel(run_id)
 
-        self.push_screen(ConfirmScreen(
-            f"Cancel run {run_id} ({row.experiment}/{row.loss}/w{row.width:g}/s{row.seed})?\n"
-            "Its worker gets SIGTERM and ends the run as interrupted."), answer)
+        self.push_screen(ConfirmScreen(self.control.cancel_question(row)), answer)
 
     def cancel(self, run_id: str) -> None:
         self._cancel_worker(run_id)
 
     @work(thread=True, group="control", exit_on_error=False)
     def _cancel_worker(self, run_id: str) -> None:
-        db_pid = db_host = None
         try:
-            if self.db_path.exists():
-                from ncbench.store import read_connection
-
-                with read_connection(self.db_path, timeout=self.lock_timeout) as con:
-                    got = con.execute("SELECT pid, host FROM runs WHERE run_id = ?",
-                                      [run_id]).fetchone()
-                    if got:
-                        db_pid, db_host = got
-            msg = cancel_run(self.workdir, run_id, db_pid=db_pid, db_host=db_host)
+            msg = self.control.cancel(run_id)
         except (NcbenchError, OSError, duckdb.Error) as exc:
             self.call_from_thread(self.notify, str(exc), severity="error")
             return

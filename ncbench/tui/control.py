@@ -1,15 +1,15 @@
-"""How the TUI controls runs: only through processes and the store, never by training itself.
+"""How the TUI acts on runs: through processes and the store only, never by training itself.
 
 * The queue is an `ncbench run` child process (`QueueController`): start = spawn it (in its own
   session, output to `<workdir>/tui-queue.log`, so it never draws over the TUI), stop = SIGINT,
   exactly what Ctrl-C in a terminal does to `ncbench run`.
 * Cancel a running run = SIGTERM to its worker, whose pid is in the run's heartbeat.json (or
   the `runs.pid` column); the worker ends the run as `interrupted`.
-* Retry a failed or interrupted run = set it back to `queued` in the store, then start the queue
-  (`ncbench run` reruns failed and interrupted runs, resuming from their checkpoint; it never
-  reruns `done` or `diverged` ones). A queue that is running already starts it at its next free
-  slot (a Slurm grid once its jobs are over: `run_grid` looks for runs queued again); if the run's experiment is not among
-  the queue's, the TUI starts the queue again for it when the queue ends.
+* Retry a failed or interrupted run = set it back to `queued` in the store with a retry request
+  (`retry_run`); `ncbench run` reruns it, resuming from its checkpoint.
+
+These are the actions; when the TUI takes them (may this run be retried, start or restart the
+queue for it) is decided by `ncbench.tui.controller`.
 """
 
 from __future__ import annotations
@@ -21,36 +21,34 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
-from ncbench.errors import NcbenchError
+from ncbench.errors import ControlError, NcbenchError
+from ncbench.events import utcnow
+from ncbench.lifecycle import QUEUED
+from ncbench.rundir import QUEUE_LOG, run_dir_of
 
-__all__ = ["QueueController", "ControlError", "cancel_run", "retry_run", "worker_pid"]
-
-
-class ControlError(NcbenchError):
-    """A control action that cannot be done (shown as a notification in the TUI)."""
+__all__ = ["QueueController", "cancel_run", "retry_run", "worker_pid"]
 
 
 class QueueController:
     """Starts and stops one `ncbench run` child process for a config (the TUI's queue).
 
+    `workdir`: the queue's run directories (`ncbench.paths` resolves it, as for every command);
     `command` replaces the whole argv (by default `python -m ncbench run [EXPERIMENT…] --config C
     --db D --workdir W` + `run_args`, e.g. `["--workers", "2"]`); `log_path` receives its stdout
-    and stderr.
+    and stderr (default `<workdir>/tui-queue.log`).
     """
 
     def __init__(self, config_path: str | Path | None, db_path: str | Path,
-                 experiments: Sequence[str] = (), *, workdir: str | Path | None = None,
+                 experiments: Sequence[str] = (), *, workdir: str | Path,
                  log_path: str | Path | None = None, command: Sequence[str] | None = None,
                  run_args: Sequence[str] = ()):
         self.config_path = Path(config_path) if config_path else None
         self.db_path = Path(db_path)
         self.experiments = list(experiments)
-        self.workdir = Path(workdir) if workdir else None
-        base = self.workdir or self.db_path.parent
-        self.log_path = Path(log_path) if log_path else base / "tui-queue.log"
+        self.workdir = Path(workdir)
+        self.log_path = Path(log_path) if log_path else self.workdir / QUEUE_LOG
         self._command = list(command) if command else None
         self.run_args = list(run_args)
         self.proc: subprocess.Popen | None = None
@@ -69,9 +67,7 @@ class QueueController:
         cmd = [sys.executable, "-m", "ncbench", "run", *experiments]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
-        cmd += ["--db", str(self.db_path)]
-        if self.workdir is not None:
-            cmd += ["--workdir", str(self.workdir)]
+        cmd += ["--db", str(self.db_path), "--workdir", str(self.workdir)]
         return cmd + self.run_args
 
     @property
@@ -129,7 +125,7 @@ class QueueController:
     def runs_experiment(self, experiment: str) -> bool:
         """Whether the running queue covers `experiment`: it then reruns a run of it that is
         queued again (a retry): the local queue at its next free slot, a Slurm grid once its
-        jobs are over (`ncbench.executors.run_grid`)."""
+        jobs are over (`ncbench.grid.run_grid`)."""
         return self.running and experiment in self.running_experiments
 
     def last_log_line(self) -> str | None:
@@ -174,7 +170,7 @@ def worker_pid(workdir: str | Path | None, run_id: str, db_pid: int | None = Non
     if workdir is not None:
         from ncbench.events import read_heartbeat
 
-        beat = read_heartbeat(Path(workdir) / "runs" / run_id)
+        beat = read_heartbeat(run_dir_of(workdir, run_id))
         if beat and isinstance(beat.get("pid"), int):
             return beat["pid"], beat.get("host")
     if db_pid:
@@ -220,8 +216,8 @@ def retry_run(db_path: str | Path, run_id: str) -> str:
     Diverged runs are not rerun by `ncbench run` (they are deterministic)."""
     from ncbench.store import Store
 
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    if not Store(db_path, lock_timeout=10.0).set_status(run_id, "queued", error=None,
+    now = utcnow()
+    if not Store(db_path, lock_timeout=10.0).set_status(run_id, QUEUED, error=None,
                                                          finished_at=None, retry_requested_at=now):
         raise ControlError(f"run {run_id} is not in the database")
     return f"run {run_id} queued again"

@@ -16,22 +16,13 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from ncbench.tui.data import RunRow, format_duration, format_metric
+from ncbench.lifecycle import RUNNING, STATUS_STYLE, StatusStyle
+from ncbench.listing import RunRow
+from ncbench.tui.rows import format_duration, format_metric
 
-__all__ = ["RunsTable", "StatusBar", "progress_bar", "status_text", "STATUS_STYLES", "COLUMNS"]
+__all__ = ["RunsTable", "StatusBar", "progress_bar", "status_text", "COLUMNS"]
 
-STATUS_STYLES = {
-    "queued": "dim",
-    "running": "bold cyan",
-    "done": "green",
-    "failed": "bold red",
-    "diverged": "magenta",
-    "interrupted": "yellow",
-}
-STATUS_ICONS = {
-    "queued": "○", "running": "▶", "done": "✓", "failed": "✗", "diverged": "↯",
-    "interrupted": "‖",
-}
+_UNKNOWN = StatusStyle("", "?")  # the look of a status this version does not know
 
 # (column key, label, fixed width or None) in display order: the most useful first, so an
 # 80-column terminal shows what matters and the rest scrolls horizontally.
@@ -65,14 +56,15 @@ def progress_bar(fraction: float, width: int = 8) -> str:
 
 
 def status_text(status: str) -> Text:
-    return Text(f"{STATUS_ICONS.get(status, '?')} {status}", style=STATUS_STYLES.get(status, ""))
+    """`▶ running` in the status's style (`ncbench.lifecycle.STATUS_STYLE`)."""
+    look = STATUS_STYLE.get(status, _UNKNOWN)
+    return Text(f"{look.glyph} {status}", style=look.style)
 
 
 def _progress_cell(row: RunRow) -> Text:
-    done = row.epochs if row.status == "done" else (row.epoch or 0)
-    style = STATUS_STYLES.get(row.status, "")
+    style = STATUS_STYLE.get(row.status, _UNKNOWN).style
     text = Text(progress_bar(row.progress, 6), style=style or "")
-    text.append(f" {done}/{row.epochs}", style="")
+    text.append(f" {row.progress_text}", style="")
     return text
 
 
@@ -144,7 +136,7 @@ class RunsTable(DataTable):
         for row in rows:
             # The same RunRow object as last time and not running (no clock-driven cells):
             # nothing on this line can have changed.
-            if self._shown.get(row.run_id) is row and row.status != "running":
+            if self._shown.get(row.run_id) is row and row.status != RUNNING:
                 continue
             self._shown[row.run_id] = row
             cells = row_cells(row, now)
@@ -200,8 +192,8 @@ class StatusBar(Static):
         for status, n in counts.items():
             if line:
                 line.append("  ")
-            style = STATUS_STYLES.get(status, "") if n else "dim"
-            line.append(f"{STATUS_ICONS.get(status, '?')} {status} {n}", style=style)
+            look = STATUS_STYLE.get(status, _UNKNOWN)
+            line.append(f"{look.glyph} {status} {n}", style=look.style if n else "dim")
         second = Text(" · ", style="dim").join(
             [i if isinstance(i, Text) else Text(i) for i in info if i]
         )
