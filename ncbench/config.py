@@ -25,9 +25,9 @@ varies slowest, then `epochs`, then the other keys in the order of `RunSpec`'s f
 fastest — so the first runs to finish already compare every loss (and width) at the first seed
 and the shortest schedule.
 
-Validation lives here, once per value: the type and range of every key, and names against the
-declared built-in names of `ncbench.names` (which the registries are held to) or
-"package.module:callable". This module never imports torch or training code, not even lazily:
+Validation happens on loading, once per value (`ncbench.config_values`: the type and documented
+range of every key, and names against the declared built-in names of `ncbench.names`, which the
+registries are held to, or "package.module:callable"). This module never imports torch or training code, not even lazily:
 what only a loss, model or dataset can judge (its parameters, `per_class` against a class's
 size, an import path resolving) is `ncbench.preflight`'s job, for the run command. Where the
 files are (the config, the database and workdir beside it) is `ncbench.paths`'s.
@@ -40,32 +40,32 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ncbench.config_values import (
+    INT64_MAX, KEYS, MAX_NESTING, RANGES, SCALAR_ONLY, check_key, check_nesting, freeze,
+    is_per_loss, locate, range_text,
+)
 from ncbench.errors import ConfigError, did_you_mean
-from ncbench.names import BUILTIN, EXECUTORS, PRECISIONS
+from ncbench.names import EXECUTORS
 from ncbench.paths import DEFAULT_CONFIG, default_db_path, default_workdir
-from ncbench.registry import is_import_path
 from ncbench.runs import RunSpec
 
-__all__ = ["Config", "load_config", "expand", "select", "freeze", "KEYS", "SWEEP_ORDER"]
+__all__ = ["Config", "load_config", "expand", "select", "freeze", "KEYS", "SWEEP_ORDER", "RANGES",
+           "range_text", "MAX_NESTING", "MAX_RUNS", "INT64_MAX", "SCALAR_ONLY"]
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-#: Every key an experiment (or [defaults]) accepts, in RunSpec field order.
-KEYS: tuple[str, ...] = tuple(k for k in RunSpec.FIELDS if k != "experiment")
 #: Keys that must be given (in the experiment or in [defaults]).
 REQUIRED_KEYS = ("dataset", "model", "loss", "epochs")
 #: Keys with a config-level default although RunSpec requires them.
 CONFIG_DEFAULTS = {"width": 1.0, "seed": 0}
-#: Keys that cannot sweep: they say where a run is computed, not what (not part of the run id).
-SCALAR_ONLY = RunSpec.PLACEMENT_KEYS
 TOP_LEVEL_KEYS = ("default", "defaults", "experiments", "executor")
-_TABLE_KEYS = ("loss_params", "dataset_params", "model_params")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+#: The most runs one experiment may expand into.
+MAX_RUNS = 100_000
 
 
 @dataclass
@@ -101,10 +101,17 @@ class Config:
 
     def error(self, reason: str, *, experiment: str | None = None, key: str | None = None,
               table: str | None = None) -> ConfigError:
-        """A ConfigError naming this file (and the line of `key`, when it can be found)."""
+        """A ConfigError naming this file (and the line of `key`, when it can be found). A key
+        of `experiment` that the experiment takes from [defaults] is named `defaults.<key>`,
+        with the line in [defaults]."""
+        if (table is None and experiment and key and key not in self.experiments.get(experiment, {})
+                and key in self.defaults):
+            table, key = "defaults", f"defaults.{key}"
+            line = locate(self.text, table, key.partition(".")[2])
+            return ConfigError(str(self.path), reason, experiment=experiment, key=key, line=line)
         if table is None and experiment:
             table = f"experiments.{experiment}"
-        line = _locate(self.text, table, key)
+        line = locate(self.text, table, key)
         return ConfigError(str(self.path), reason, experiment=experiment, key=key, line=line)
 
 
@@ -129,6 +136,9 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
         raise ConfigError(str(path), f"cannot read the file: {exc}") from None
     try:
         data = tomllib.loads(text)
+    except RecursionError:  # tomllib recurses per nesting level: thousands of levels overflow
+        raise ConfigError(str(path), f"invalid TOML: arrays or tables nested too deeply "
+                                     f"(ncbench allows {MAX_NESTING} levels)") from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = re.search(r"\s*\(at line (\d+), column (\d+)\)", msg)
@@ -138,6 +148,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
         raise ConfigError(str(path), f"invalid TOML: {msg}", line=line) from None
 
     cfg = Config(path=path, defaults={}, experiments={}, text=text)
+    check_nesting(cfg, data)
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             if key in KEYS:
@@ -197,7 +208,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
 
     # Validate everything now (types, values, names, the whole grid) so errors come first.
     for key, value in cfg.defaults.items():
-        _check_key(cfg, None, key, value)
+        check_key(cfg, None, key, value)
     for name in cfg.experiments:
         _expand_one(cfg, name)
     return cfg
@@ -247,13 +258,17 @@ SWEEP_ORDER: tuple[str, ...] = tuple(_sweep_order())
 def _expand_one(cfg: Config, name: str) -> list[RunSpec]:
     table = cfg.experiments[name]
     for key, value in table.items():
-        _check_key(cfg, name, key, value)
+        check_key(cfg, name, key, value)
     merged: dict[str, Any] = {**CONFIG_DEFAULTS, **cfg.defaults, **table}
     for key in REQUIRED_KEYS:
         if key not in merged:
             raise cfg.error(f"missing required key '{key}' (set it in the experiment or in "
                             "[defaults])", experiment=name)
     axes = [(key, _values(key, merged[key])) for key in SWEEP_ORDER if key in merged]
+    total = math.prod(len(vals) for _, vals in axes)
+    if total > MAX_RUNS:
+        raise cfg.error(f"the sweep expands into {total:.3g} runs: ncbench allows {MAX_RUNS} per "
+                        "experiment (sweep fewer values)", experiment=name)
     specs: list[RunSpec] = []
     seen: set[str] = set()
     for combo in itertools.product(*(vals for _, vals in axes)):
@@ -263,7 +278,7 @@ def _expand_one(cfg: Config, name: str) -> list[RunSpec]:
             values["grad_clip"] = None
         if values.get("data_root"):  # relative to the config file's folder; ~ expanded
             values["data_root"] = os.path.abspath(cfg.path.parent / Path(values["data_root"]).expanduser())
-        spec = RunSpec(experiment=name, **values)  # every value was checked by _check_key
+        spec = RunSpec(experiment=name, **values)  # every value was checked by check_key
         if spec.run_id not in seen:
             seen.add(spec.run_id)
             specs.append(spec)
@@ -279,190 +294,9 @@ def _values(key: str, value: Any) -> list[Any]:
     return [value]
 
 
-def _is_per_loss(table: dict) -> bool:
-    return bool(table) and all(isinstance(v, dict) for v in table.values())
-
 
 def _loss_params_for(table: dict, loss: str) -> dict:
     """The loss_params of a run with loss `loss`: a per-loss table picks its entry."""
-    if _is_per_loss(table):
+    if is_per_loss(table):
         return dict(table.get(loss, {}))
     return dict(table)
-
-
-# ------------------------------------------------------------------------------------------
-# validation of one key
-# ------------------------------------------------------------------------------------------
-
-
-def _check_key(cfg: Config, experiment: str | None, key: str, value: Any) -> None:
-    table = f"experiments.{experiment}" if experiment else "defaults"
-    shown_key = key if experiment else f"defaults.{key}"
-
-    def fail(reason: str) -> ConfigError:
-        line = _locate(cfg.text, table, key)
-        return ConfigError(str(cfg.path), reason, experiment=experiment, key=shown_key, line=line)
-
-    if key not in KEYS:
-        hint = did_you_mean(key, KEYS)
-        raise fail(f"unknown key '{key}'{hint}" if hint else
-                   f"unknown key '{key}'; valid keys: {', '.join(KEYS)}")
-    if isinstance(value, list) and key != "lr_milestones":
-        if key in SCALAR_ONLY:
-            raise fail(f"cannot sweep (a list): '{key}' says where a run is computed, not what; "
-                       "give one value")
-        if not value:
-            raise fail("empty sweep list: give at least one value")
-        for v in value:
-            _check_value(fail, key, v)
-        if len(set(map(freeze, value))) != len(value):
-            raise fail(f"the sweep list repeats a value: {value!r}")
-    elif key == "lr_milestones" and isinstance(value, list) and value and isinstance(value[0], list):
-        for v in value:
-            _check_value(fail, key, v)
-    else:
-        _check_value(fail, key, value)
-
-
-def _check_value(fail, key: str, v: Any) -> None:
-    def typename(x: Any) -> str:
-        return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-                list: "a list", dict: "a table"}.get(type(x), type(x).__name__)
-
-    def number(positive: bool = False, nonneg: bool = False) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise fail(f"expected a number, got {v!r} ({typename(v)})")
-        if not math.isfinite(v):
-            raise fail(f"expected a finite number, got {v!r}")
-        if positive and v <= 0:
-            raise fail(f"must be > 0, got {v!r}")
-        if nonneg and v < 0:
-            raise fail(f"must be >= 0, got {v!r}")
-        return float(v)
-
-    def integer(minimum: int | None = None) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise fail(f"expected an integer, got {v!r} ({typename(v)})")
-        if minimum is not None and v < minimum:
-            raise fail(f"must be >= {minimum}, got {v!r}"
-                       + (" (must be a positive integer)" if minimum == 1 else ""))
-        return v
-
-    def string() -> str:
-        if not isinstance(v, str) or not v:
-            raise fail(f"expected a non-empty string, got {v!r} ({typename(v)})")
-        return v
-
-    if key in ("dataset", "model", "loss"):
-        name = string()
-        if name not in BUILTIN[key] and not is_import_path(name):
-            raise fail(f"unknown {key} '{name}'{did_you_mean(name, BUILTIN[key])}; known: "
-                       f"{', '.join(BUILTIN[key])} (or \"package.module:callable\")")
-    elif key == "width":
-        number(positive=True)
-    elif key == "epochs":
-        integer(1)
-    elif key in ("seed", "data_seed"):
-        integer(0)
-    elif key == "batch_size":
-        integer(1)
-    elif key == "eval_every":
-        integer(1)
-    elif key in ("lr", "lr_gamma"):
-        number(positive=True)
-    elif key in ("momentum", "weight_decay"):
-        number(nonneg=True)
-    elif key == "grad_clip":
-        number(nonneg=True)
-    elif key == "val_fraction":
-        x = number()
-        if not 0.0 <= x < 1.0:
-            raise fail(f"must be in [0, 1), got {v!r}")
-    elif key == "per_class":
-        integer(1)
-    elif key == "device":
-        if not isinstance(v, str) or not _DEVICE_RE.match(v):
-            raise fail(f"expected \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"mps\", got {v!r}")
-    elif key == "data_root":
-        string()
-    elif key in ("download", "compile"):
-        if not isinstance(v, bool):
-            raise fail(f"expected true or false, got {v!r} ({typename(v)})")
-    elif key == "precision":
-        if v not in PRECISIONS:
-            raise fail(f"expected one of {', '.join(PRECISIONS)}, got {v!r}"
-                       + did_you_mean(str(v), PRECISIONS))
-    elif key == "lr_milestones":
-        if not isinstance(v, list):
-            raise fail(f"expected a list of fractions of the epochs, e.g. [0.4286, 0.7143], got {v!r}")
-        last = 0.0
-        for m in v:
-            if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m < 1 or m <= last:
-                raise fail(f"expected increasing fractions in (0, 1), got {v!r}")
-            last = m
-    elif key in _TABLE_KEYS:
-        if not isinstance(v, dict):
-            raise fail(f"expected a table, e.g. {{ gamma = 3 }}, got {v!r} ({typename(v)})")
-        if key == "loss_params" and _is_per_loss(v):
-            for lname in v:
-                if lname not in BUILTIN["loss"] and not is_import_path(lname):
-                    raise fail(f"per-loss table names unknown loss '{lname}'"
-                               f"{did_you_mean(lname, BUILTIN['loss'])}; known: "
-                               f"{', '.join(BUILTIN['loss'])}")
-        elif key == "loss_params" and any(isinstance(x, dict) for x in v.values()):
-            raise fail("mixes plain values and per-loss tables: use either { gamma = 3 } or "
-                       "{ fl = { gamma = 3 }, ls = { alpha = 0.1 } }")
-    else:  # a key added to RunSpec later: check the type of its default
-        default = RunSpec.DEFAULTS.get(key)
-        if isinstance(default, bool):
-            if not isinstance(v, bool):
-                raise fail(f"expected true or false, got {v!r} ({typename(v)})")
-        elif isinstance(default, int):
-            integer()
-        elif isinstance(default, float):
-            number()
-        elif isinstance(default, str):
-            string()
-
-
-# ------------------------------------------------------------------------------------------
-# helpers
-# ------------------------------------------------------------------------------------------
-
-
-def freeze(value: Any) -> Any:
-    """A hashable form of a config value (tables and lists as tuples; True apart from 1), so
-    that equal values compare equal: for repeated sweep values and the pre-flight's grouping."""
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return tuple(freeze(v) for v in value)
-    return (type(value).__name__, value) if isinstance(value, bool) else value
-
-
-def _locate(text: str, table: str | None, key: str | None) -> int | None:
-    """Best-effort line number of `key` in `[table]` (or of the table header) in TOML `text`."""
-    if not text or table is None:
-        return None
-    lines = text.splitlines()
-    start = 0
-    if table:
-        parts = [re.escape(p) for p in table.split(".")]
-        header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(rf"(?:{p}|\"{p}\"|'{p}')" for p in parts)
-                            + r"\s*\]\s*(#.*)?$")
-        start = next((i for i, ln in enumerate(lines) if header.match(ln)), -1)
-        if start < 0:
-            return None
-        if not key:
-            return start + 1
-        start += 1
-    elif not key:
-        return None
-    keyre = re.compile(rf"^\s*(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')\s*[=.]")
-    header_line = start if table else None  # 1-based line of the table header
-    for i in range(start, len(lines)):
-        if re.match(r"^\s*\[", lines[i]):  # the next table starts: the key is not in ours
-            break
-        if keyre.match(lines[i]):
-            return i + 1
-    return header_line

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 __all__ = [
     "NcbenchError", "ConfigError", "UsageError", "ParameterError", "UnknownNameError",
     "DatasetNotFoundError", "StoreError", "QueryError", "ReportError", "ControlError",
-    "WorkdirBusyError", "SlurmUnavailableError", "closest", "did_you_mean",
+    "WorkdirBusyError", "SlurmUnavailableError", "closest", "did_you_mean", "plural",
 ]
 
 
@@ -119,3 +119,9 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     the one place that phrases the suggestion appended to an unknown-name message."""
     hint = closest(name, known)
     return f" (did you mean '{hint}'?)" if hint else ""
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """"1 run", "2 runs", "0 runs" (`many`: an irregular plural): the one place user-facing
+    messages count things ("N run(s)")."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"

@@ -5,7 +5,8 @@ run's status and attempts is `ncbench.lifecycle`'s. A run directory holds:
 
 * `events.jsonl` — one JSON object per line, each with `type`, `run_id`, `time` (ISO-8601 UTC):
   `start` (attempt, host, device, pid, resumed_from_epoch), `eval` (epoch, metrics),
-  `end` (status, error). Each line is written with one `write`, flushed and fsync'd before the
+  `end` (status, error), `note` (message: a one-line remark on the run, e.g. that it resumed
+  from an older checkpoint; the store keeps the notes in `runs.note`). Each line is written with one `write`, flushed and fsync'd before the
   call returns. A crash can leave at most a torn (partial) last line: readers skip lines that do
   not parse, and the next append first terminates a torn line so it cannot swallow a new event.
 * `heartbeat.json` — `{"pid", "host", "time", "epoch", "phase", ...}` rewritten atomically
@@ -13,6 +14,11 @@ run's status and attempts is `ncbench.lifecycle`'s. A run directory holds:
   `phase` (HEARTBEAT_PHASES) says what the worker is doing: `setup` (imports, data, model,
   checkpoint — before its `start` event), `train` (after it), `done` (about to write its `end`).
 * `spec.json` — the resolved RunSpec (plus its `run_id`), written atomically before the run.
+
+Every event is checked against `EVENT_SCHEMA` (field types and ranges, `validate_event`) when
+read: one that does not fit (an epoch beyond 64 bits, an attempt that is not an integer, metrics
+that are not an object, a time that is not a time, ...) is skipped like a line that does not
+parse; `scan_events` also says which lines were skipped and why (the store notes them on the run).
 
 Non-finite floats: JSON has no NaN/Infinity, so a non-finite metric value is written as the
 string "nan", "inf" or "-inf" and read back as the float (the store keeps NaN/±inf as DOUBLE).
@@ -25,6 +31,7 @@ import json
 import math
 import os
 import socket
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,7 +42,8 @@ from ncbench.runs import RunSpec
 __all__ = [
     "EventLog", "read_events", "read_events_from", "read_heartbeat", "write_spec", "read_spec",
     "atomic_write_text", "atomic_write_bytes", "utcnow", "utcnow_iso", "parse_time", "encode_value",
-    "decode_value", "PHASE_SETUP", "PHASE_TRAIN", "PHASE_DONE", "HEARTBEAT_PHASES",
+    "decode_value", "scan_events", "EventScan", "validate_event", "validate_heartbeat",
+    "EVENT_SCHEMA", "MAX_INT", "NOTE_MAX_CHARS", "PHASE_SETUP", "PHASE_TRAIN", "PHASE_DONE", "HEARTBEAT_PHASES",
 ]
 
 # -- the heartbeat's `phase` (see the module doc) ----------------------------------------------
@@ -205,6 +213,12 @@ class EventLog:
         return self.append("eval", epoch=int(epoch),
                            metrics={str(k): encode_value(v) for k, v in metrics.items()})
 
+    def note(self, message: str) -> dict:
+        """A one-line remark on the run (e.g. "resumed from the previous checkpoint: ..."): the
+        store adds it to `runs.note`, which `ncbench status` shows. Newlines become spaces; the
+        message is cut at NOTE_MAX_CHARS."""
+        return self.append("note", message=_one_line(message))
+
     def end(self, status: str, error: str | None = None, **info: Any) -> dict:
         """The attempt ended with `status`; `error` a one-line reason or None. Which statuses
         may end an attempt is the lifecycle's rule: write ends through
@@ -221,6 +235,122 @@ class EventLog:
         return beat
 
 
+# -- the event schema (one definition; the readers below and the store's ingest use it) -------
+
+#: The largest integer a run file may hold: what fits the store's 64-bit (BIGINT) columns.
+MAX_INT = 2**63 - 1
+#: A note (`EventLog.note`) is cut to this many characters.
+NOTE_MAX_CHARS = 500
+
+_INT = "int"          # an integer (not a bool) in [0, MAX_INT]
+_STR = "str"          # a string
+_TIME = "time"        # an ISO-8601 time string (`parse_time` reads it)
+_METRICS = "metrics"  # {name: number | null | "nan" | "inf" | "-inf"}
+
+#: The fields each event type may hold, with their kind, and whether they are required (the
+#: others may be absent or null). Fields not listed (a newer writer's) are allowed; event types
+#: not listed are passed through unchecked (the store ignores them).
+EVENT_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
+    "*": {"type": (_STR, True), "run_id": (_STR, False), "time": (_TIME, False)},
+    "start": {"attempt": (_INT, False), "host": (_STR, False), "device": (_STR, False),
+              "pid": (_INT, False), "resumed_from_epoch": (_INT, False)},
+    "eval": {"epoch": (_INT, True), "metrics": (_METRICS, False)},
+    "end": {"status": (_STR, True), "error": (_STR, False)},
+    "note": {"message": (_STR, True)},
+}
+#: The heartbeat's fields the store reads (same kinds as EVENT_SCHEMA).
+HEARTBEAT_SCHEMA: dict[str, tuple[str, bool]] = {
+    "time": (_TIME, False), "epoch": (_INT, False), "pid": (_INT, False), "host": (_STR, False),
+    "phase": (_STR, False),
+}
+
+
+def _one_line(text: Any) -> str:
+    text = " ".join(str(text).encode("utf-8", "replace").decode("utf-8").split())
+    return text if len(text) <= NOTE_MAX_CHARS else text[:NOTE_MAX_CHARS - 1] + "…"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _field_problem(name: str, kind: str, value: Any) -> str | None:
+    if kind == _INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{name} {_short(value)} is not an integer"
+        if not 0 <= value <= MAX_INT:
+            return f"{name} {_short(value)} is out of range (0 to 2^63-1)"
+    elif kind == _STR:
+        if not isinstance(value, str):
+            return f"{name} {_short(value)} is not a string"
+        if not _utf8(value):
+            return f"{name} is not valid text (a lone surrogate)"
+    elif kind == _TIME:
+        if not isinstance(value, str) or parse_time(value) is None:
+            return f"{name} {_short(value)} is not an ISO-8601 time"
+    elif kind == _METRICS:
+        if not isinstance(value, dict):
+            return f"metrics {_short(value)} is not an object"
+        for key, v in value.items():
+            if not _utf8(key):
+                return "a metric name is not valid text (a lone surrogate)"
+            if v is None or (isinstance(v, str) and v.strip().lower() in _NONFINITE):
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return f"metric {key!r} value {_short(v)} is not a number"
+            try:
+                float(v)
+            except OverflowError:
+                return f"metric {key!r} value {_short(v)} is out of range"
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_fields(obj: dict, fields: dict[str, tuple[str, bool]]) -> str | None:
+    for name, (kind, required) in fields.items():
+        value = obj.get(name)
+        if value is None:
+            if required:
+                return f"{name} is missing"
+            continue
+        problem = _field_problem(name, kind, value)
+        if problem:
+            return problem
+    return None
+
+
+def validate_event(event: Any, max_epoch: int | None = None) -> str | None:
+    """Why `event` (a parsed line) does not fit EVENT_SCHEMA, or None when it does;
+    `max_epoch` (the run's epochs, when known) bounds the epochs an event may name."""
+    if not isinstance(event, dict):
+        return "not a JSON object"
+    problem = _check_fields(event, EVENT_SCHEMA["*"])
+    if problem is not None:
+        return problem
+    if event["type"] in EVENT_SCHEMA:
+        problem = _check_fields(event, EVENT_SCHEMA[event["type"]])
+    if problem is None and max_epoch is not None:
+        for name in ("epoch", "resumed_from_epoch"):
+            if event["type"] in ("eval", "start") and (event.get(name) or 0) > max_epoch:
+                problem = f"{name} {event[name]} is beyond the run's {max_epoch} epochs"
+    return None if problem is None else f"{event['type']} event: {problem}"
+
+
+def validate_heartbeat(beat: Any) -> str | None:
+    """Why a parsed heartbeat.json does not fit HEARTBEAT_SCHEMA, or None when it does."""
+    if not isinstance(beat, dict):
+        return "not a JSON object"
+    return _check_fields(beat, HEARTBEAT_SCHEMA)
+
+
 def _events_path(path: str | Path) -> Path:
     p = Path(path)
     return p / EVENTS_FILE if p.is_dir() else p
@@ -228,53 +358,92 @@ def _events_path(path: str | Path) -> Path:
 
 def read_events(path: str | Path) -> list[dict]:
     """Events of a run (path: the run dir or its events.jsonl), in order; [] if none. Lines that
-    do not parse (a torn write) are skipped; eval metrics are decoded (NaN/inf back to floats)."""
+    do not parse (a torn write) or do not fit EVENT_SCHEMA are skipped; eval metrics are decoded
+    (NaN/inf back to floats)."""
     events, _ = read_events_from(_events_path(path), 0)
     return events
 
 
 def read_events_from(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:
     """Events in `path` from byte `offset` on, and the offset just past the last complete line
-    (a partial last line is left for the next read). For incremental ingestion by the store."""
+    (a partial last line is left for the next read). For incremental reading; an unreadable
+    file reads as no events (`scan_events` says why)."""
+    scan = scan_events(path, offset)
+    return scan.events, scan.offset
+
+
+@dataclass
+class EventScan:
+    """What `scan_events` read: the valid `events`, the byte `offset` and the number of the
+    next line (`line`, 1-based) to read from next time, the `skipped` lines as (line number,
+    reason), and `error`: why the file could not be read at all (None if it could, or is
+    absent)."""
+
+    events: list[dict]
+    offset: int
+    line: int
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    error: str | None = None
+
+
+def scan_events(path: str | Path, offset: int = 0, line: int = 1, *,
+                max_epoch: int | None = None) -> EventScan:
+    """Read `path` from byte `offset` on (`line`: the number of the line starting there), like
+    `read_events_from`, and say which complete lines were skipped and why (not JSON, not an
+    event, or not fitting EVENT_SCHEMA). A missing file is no events; a file that cannot be
+    read (a directory, no permission) is no events with `error` set. `max_epoch`: see
+    `validate_event`."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             f.seek(offset)
             data = f.read()
     except FileNotFoundError:
-        return [], offset
+        return EventScan([], offset, line)
+    except OSError as exc:
+        return EventScan([], offset, line, error=f"cannot read {path.name}: "
+                         f"{exc.strerror or type(exc).__name__}")
     end = data.rfind(b"\n") + 1  # only complete lines
-    events = []
-    for raw in data[:end].splitlines():
-        event = _parse_line(raw)
+    scan = EventScan([], offset + end, line)
+    for raw in data[:end].split(b"\n")[:-1] if end else []:
+        event, problem = _parse_line(raw, max_epoch)
         if event is not None:
-            events.append(event)
+            scan.events.append(event)
+        elif problem is not None:
+            scan.skipped.append((scan.line, problem))
+        scan.line += 1
     # A torn line without newline at EOF is skipped, not consumed: a later append terminates it.
-    return events, offset + end
+    return scan
 
 
-def _parse_line(raw: bytes) -> dict | None:
+def _parse_line(raw: bytes, max_epoch: int | None = None) -> tuple[dict | None, str | None]:
+    """(the event, None), or (None, why the line is skipped); (None, None) for a blank line."""
     raw = raw.strip()
     if not raw:
-        return None
+        return None, None
     try:
         event = json.loads(raw)
+    except RecursionError:
+        return None, "nested too deeply"
     except (ValueError, UnicodeDecodeError):
-        return None
+        return None, "not valid JSON (a torn or garbled line)"
     if not isinstance(event, dict) or "type" not in event:
-        return None
+        return None, "not an event (no `type`)"
+    problem = validate_event(event, max_epoch)
+    if problem is not None:
+        return None, problem
     if event.get("type") == "eval" and isinstance(event.get("metrics"), dict):
         event["metrics"] = {k: decode_value(v) for k, v in event["metrics"].items()}
-    return event
+    return event, None
 
 
 def read_heartbeat(run_dir: str | Path) -> dict | None:
     """heartbeat.json of a run as a dict, or None if absent or unreadable."""
     try:
         data = json.loads((Path(run_dir) / HEARTBEAT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    return data if isinstance(data, dict) else None
+    return data if validate_heartbeat(data) is None else None
 
 
 def write_spec(run_dir: str | Path, spec: RunSpec) -> Path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,15 +24,17 @@ from ncbench.errors import ConfigError, ParameterError, UsageError, WorkdirBusyE
 from ncbench.executors import get_executor
 from ncbench.executors.base import NullUI
 from ncbench.lifecycle import (
-    END_STATUSES, FAILED, FINISHED, INTERRUPTED, LOST, NEW, QUEUED, RunState, classify_run,
-    STALE_AFTER_S, end_lost_attempt, honours_retry, why_not_start,
+    DIVERGED, DONE, END_STATUSES, FAILED, FINISHED, INTERRUPTED, LOST, NEW, QUEUED, RunState,
+    classify_run, STALE_AFTER_S, end_lost_attempt, honours_retry, why_not_start,
 )
-from ncbench.rundir import MANAGER_LOCK, run_dir_of, run_dirs
+from ncbench.dbfile import missing_parts
+from ncbench.rundir import MANAGER_LOCK, TRASH_DIR, run_dir_of, run_dirs
 from ncbench.runs import RunSpec
 from ncbench.store import Store, query_dicts, read_connection
 
 __all__ = [
-    "Plan", "plan_runs", "GridResult", "run_grid", "requeued_runs", "again_for", "lock_workdir",
+    "Plan", "plan_runs", "GridResult", "run_grid", "delete_runs", "MISSING_DIR_NOTE",
+    "requeued_runs", "again_for", "lock_workdir",
     "executor_options", "LOCAL_OPTIONS", "SyncReport", "sync_workdir",
 ]
 
@@ -46,34 +48,58 @@ __all__ = [
 class Plan:
     """`plan_runs` result: `todo` (specs to start, declared order), `skipped` (run_id -> reason:
     already done/diverged, or alive elsewhere), `resumed` (run_id -> note, for lost runs whose
-    dead attempt got an `end interrupted`), `states` (run_id -> RunState)."""
+    dead attempt got an `end interrupted`), `states` (run_id -> RunState), `rerun` (run_id ->
+    the status it had, for the runs `--rerun` trains again from scratch; they are in `todo`)."""
 
     todo: list[RunSpec] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     resumed: dict[str, str] = field(default_factory=dict)
     states: dict[str, RunState] = field(default_factory=dict)
+    rerun: dict[str, str] = field(default_factory=dict)
 
     def action(self, run_id: str) -> str:
         """What the plan does with a run, in words (`ncbench run --dry-run`): `skip (<reason>)`,
-        `resume` (it has an earlier attempt) or `start`."""
+        `rerun (was <status>: from scratch)`, `resume` (it has an earlier attempt) or `start`."""
         if run_id in self.skipped:
             return f"skip ({self.skipped[run_id]})"
+        if run_id in self.rerun:
+            return f"rerun (was {self.rerun[run_id]}: from scratch)"
         state = self.states.get(run_id)
         return "resume" if state is not None and state.status != NEW else "start"
 
 
+#: Why a run the store has as done (or diverged) is not trained again without its run directory.
+MISSING_DIR_NOTE = "run dir missing for a done run: results kept; `--rerun` to train it again"
+#: The statuses (of the run directory, else of the store) whose runs `--rerun` trains again.
+RERUN_STATUSES = (DONE, DIVERGED, FAILED)
+
+
 def plan_runs(specs: Sequence[RunSpec], workdir: str | os.PathLike, *,
-              stale_after: float = STALE_AFTER_S, mark_lost: bool = True) -> Plan:
+              stale_after: float = STALE_AFTER_S, mark_lost: bool = True,
+              stored: Mapping[str, str] | None = None, rerun: bool = False) -> Plan:
     """Decide per run (`lifecycle.why_not_start`): `done`/`diverged` → skip; `alive` (a worker
     is on it) → skip with a note; `lost` → close its dead attempt (`lifecycle.end_lost_attempt`,
     unless `mark_lost` is False: a dry run writes nothing), then start it (it resumes from its
-    checkpoint); `new`/`failed`/`interrupted` → start (resuming if there is a checkpoint)."""
+    checkpoint); `new`/`failed`/`interrupted` → start (resuming if there is a checkpoint).
+
+    "Done" is also what the store says: `stored` (run_id -> stored status) — a run stored as
+    done/diverged whose run directory is missing (or has no attempt) is skipped with
+    `MISSING_DIR_NOTE`. `rerun`: runs whose directory (else the store) says done, diverged or
+    failed go to `plan.rerun` and `todo` instead (`run_grid` deletes them first)."""
     plan = Plan()
+    stored = stored or {}
     for spec in specs:
         d = run_dir_of(workdir, spec.run_id)
         state = classify_run(d, stale_after=stale_after) if d.is_dir() else RunState(NEW)
         plan.states[spec.run_id] = state
+        was = state.status if state.status != NEW else stored.get(spec.run_id)
+        if rerun and was in RERUN_STATUSES:
+            plan.rerun[spec.run_id] = was
+            plan.todo.append(spec)
+            continue
         reason = why_not_start(state)
+        if reason is None and state.status == NEW and stored.get(spec.run_id) in FINISHED:
+            reason = MISSING_DIR_NOTE
         if reason is not None:
             plan.skipped[spec.run_id] = reason
             continue
@@ -118,8 +144,11 @@ def _flag(key: str) -> str:
 
 def executor_options(config, name: str, cli: dict[str, Any]) -> dict[str, Any]:
     """The executor's options: `[executor.<name>]` from the config, overridden by the command
-    line's (non-None) values. Unknown keys of `[executor.local]` are a ConfigError; a Slurm
-    flag given with the local executor is a UsageError."""
+    line's (non-None) values, checked here — before anything is registered or run, `--dry-run`
+    too — so that each error names where the value came from: a UsageError naming the flag
+    (`--workers`) for a command-line value, else a ConfigError naming the config file and key
+    (`executor.local.workers`). Unknown keys are ConfigErrors; a Slurm flag given with the local
+    executor (or a local one with Slurm) is a UsageError."""
     table = dict((config.executor or {}).get(name, {}))
     if name == "local":
         cli = dict(cli)
@@ -136,11 +165,21 @@ def executor_options(config, name: str, cli: dict[str, Any]) -> dict[str, Any]:
     if name == "slurm":  # [executor.slurm] + its flags; checked here so errors name the file
         from ncbench.executors.slurm import OPTION_KEYS, check_options
 
-        table.update({k: v for k, v in cli.items() if k in OPTION_KEYS and v is not None})
-        check_options(table, config.path)
+        for key in ("workers", "gpus", "per_gpu"):
+            if cli.get(key) is not None:
+                raise UsageError(_flag(key), "a local executor option: with --executor slurm, "
+                                             "ask for GPUs per job with --slurm-gpus N")
+        given = {k: v for k, v in cli.items() if k in OPTION_KEYS and v is not None}
+        table.update(given)
+        check_options(table, config.path, flags=set(given))
         return table
     cli = {k: v for k, v in cli.items() if k in (LOCAL_OPTIONS if name == "local" else ("retries",))}
     table.update({k: v for k, v in cli.items() if v is not None})
+    if name == "local":
+        from ncbench.executors.slots import check_options
+
+        with _named_option_errors(config, name, cli):
+            check_options(table)
     return table
 
 
@@ -163,29 +202,40 @@ def _named_option_errors(config, name: str, cli: dict[str, Any]) -> Iterator[Non
 def run_grid(config_path: str | os.PathLike | None, experiments: Sequence[str] | None = None, *,
              db_path: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None,
              executor: str = "local", options: dict[str, Any] | None = None,
-             ui_factory=None, dry_run: bool = False, preflight: bool = True) -> GridResult:
+             ui_factory=None, dry_run: bool = False, preflight: bool = True,
+             rerun: bool = False) -> GridResult:
     """`ncbench run`'s library function: load and validate the config (ConfigError: nothing is
     stored), check the datasets, register the runs (`queued`), decide per run (skip done /
     diverged / alive elsewhere; resume lost, interrupted, failed), run the rest with the executor,
     and sync the database one last time. `ui_factory(skipped: int) -> RunUI`; `dry_run`: stop
-    after the plan (nothing written)."""
+    after the plan (nothing written). `rerun`: the selection's done, diverged and failed runs are
+    deleted (rows, metrics, run directory: `delete_runs`) and trained again from scratch."""
     from ncbench.config import expand, load_config
-    from ncbench.paths import resolve
+    from ncbench.paths import check_run_paths, resolve
     from ncbench.preflight import check_datasets, check_runs  # imports torch: the manager only
 
     paths = resolve(config_path, db_path, workdir)
+    check_run_paths(paths, given={"--config": config_path is not None, "--db": db_path is not None,
+                                  "--workdir": workdir is not None})
     cfg = load_config(paths.config)
     specs = expand(cfg, list(experiments) if experiments else cfg.default)
+    _check_data_roots(specs, cfg)
     cli = dict(options or {})
-    opts = executor_options(cfg, executor, cli)
+    opts = executor_options(cfg, executor, cli)  # checked here: before anything is registered
     db, wd = paths.db, paths.workdir
     if preflight:
+        if executor == "local":  # a Slurm job's GPUs are on its node, not here
+            from ncbench.executors.slots import worker_cuda_devices
+            from ncbench.preflight import check_devices
+
+            check_devices(specs, cfg, cuda_devices=worker_cuda_devices(opts))
         check_runs(specs, cfg)
         check_datasets(specs, fetch=not dry_run, config=cfg)  # downloads happen here, once
     with _named_option_errors(cfg, executor, cli):
         exe = get_executor(executor, **opts)
     if dry_run:
-        return GridResult(specs, plan_runs(specs, wd, mark_lost=False), {}, db, wd)
+        plan = plan_runs(specs, wd, mark_lost=False, stored=_stored_statuses(db), rerun=rerun)
+        return GridResult(specs, plan, {}, db, wd)
 
     with lock_workdir(wd):  # one manager per workdir (released even if this process is killed)
         store = Store(db)
@@ -194,13 +244,24 @@ def run_grid(config_path: str | os.PathLike | None, experiments: Sequence[str] |
             w.register_runs(specs)
             if existing:
                 w.sync(wd, run_ids=existing)
-        plan = plan_runs(specs, wd)
+            stored = dict(w.con.execute("SELECT run_id, status FROM runs").fetchall())
+        reruns = {}
+        if rerun:
+            reruns = plan_runs(specs, wd, mark_lost=False, stored=stored, rerun=True).rerun
+            delete_runs(store, wd, [s for s in specs if s.run_id in reruns])
+            stored.update(dict.fromkeys(reruns, QUEUED))
+        plan = plan_runs(specs, wd, stored=stored)
+        plan.rerun = reruns
         with store.write() as w:
             if plan.resumed:
                 w.sync(wd, run_ids=list(plan.resumed))
             for spec in plan.todo:
                 w.set_status(spec.run_id, QUEUED)
         ui = ui_factory(len(plan.skipped)) if ui_factory is not None else NullUI()
+        if reruns:
+            ui.note(f"--rerun: {len(reruns)} run{'s' if len(reruns) != 1 else ''} that ended "
+                    f"done, diverged or failed deleted (rows, events, checkpoints) and trained "
+                    f"again from scratch")
         for rid, note in plan.resumed.items():
             ui.note(f"run {rid}: its worker was lost ({note}); resuming it from its checkpoint")
         for rid, note in plan.skipped.items():
@@ -236,6 +297,45 @@ def run_grid(config_path: str | os.PathLike | None, experiments: Sequence[str] |
             if ran:
                 store.sync(wd, run_ids=ran)
     return GridResult(specs, plan, results, db, wd, interrupted=_stopped(todo, results))
+
+
+def _check_data_roots(specs: Sequence[RunSpec], config) -> None:
+    """Each run's `data_root` is a readable folder (or one the download can create): a
+    ConfigError naming the file, experiment, key `data_root` and the path (`paths.path_problem`)."""
+    from ncbench.paths import path_problem
+
+    seen: set[tuple[str, str, bool]] = set()
+    for spec in specs:
+        key = (spec.experiment, spec.data_root, spec.download)
+        if key in seen or not spec.data_root:
+            continue
+        seen.add(key)
+        problem = path_problem(spec.data_root, kind="dir", create=spec.download)
+        if problem is not None:
+            raise config.error(problem, experiment=spec.experiment, key="data_root")
+
+
+def delete_runs(store: Store, workdir: str | os.PathLike, specs: Sequence[RunSpec]) -> None:
+    """Delete these runs whole — their rows and metrics, then their run directories (events,
+    checkpoints) — and register them again as queued (`ncbench run --rerun`). The rows go in one
+    transaction first: should this stop before the directories are gone, the next sync restores
+    the rows from them. Each directory is moved to `<workdir>/trash/` in one step, then removed."""
+    import shutil
+
+    if not specs:
+        return
+    with store.write() as w:
+        w.delete_runs([s.run_id for s in specs])
+        w.register_runs(specs)
+    trash = Path(workdir) / TRASH_DIR
+    for spec in specs:
+        d = run_dir_of(workdir, spec.run_id)
+        if d.is_dir():
+            trash.mkdir(parents=True, exist_ok=True)
+            gone = trash / f"{spec.run_id}.{os.getpid()}"
+            shutil.rmtree(gone, ignore_errors=True)
+            os.replace(d, gone)
+            shutil.rmtree(gone, ignore_errors=True)
 
 
 def _all_ended(todo: Sequence[RunSpec], results: dict[str, str]) -> bool:
@@ -328,9 +428,13 @@ class SyncReport:
 
 
 def _stored_statuses(db_path: Path) -> dict[str, str]:
+    """run_id -> stored status ({} without a database or a `runs` table: the writer, which
+    re-creates a dropped table, comes next; a damaged or foreign file is a StoreError)."""
     if not db_path.exists():
         return {}
-    with read_connection(db_path) as con:
+    with read_connection(db_path, check=False) as con:
+        if "table runs" in missing_parts(con):
+            return {}
         return {r["run_id"]: r["status"] for r in query_dicts(con, "SELECT run_id, status FROM runs")}
 
 

@@ -57,7 +57,9 @@ class RunRow:
 
     `last_epoch`: the last epoch the run reached (its heartbeat or its last evaluation; None
     before either); `test_acc`/`nc1`: the latest values (module docstring); `start_epoch`: the
-    epoch the latest attempt started from (its checkpoint's when resumed); `stored`: the database
+    epoch the latest attempt started from (its checkpoint's when resumed); `note`: remarks on the
+    run that are not its error (skipped event lines, a resume from an older checkpoint, ...;
+    `runs.note`); `stored`: the database
     holds the run (False: declared in the config only, shown as queued); `listed`: the config
     declares it.
     """
@@ -84,6 +86,7 @@ class RunRow:
     finished_at: datetime | None = None
     error: str | None = None
     start_epoch: int = 0
+    note: str | None = None
     test_acc: float | None = None
     nc1: float | None = None
     stored: bool = True
@@ -145,7 +148,7 @@ class RunRow:
             "executor": self.executor, "slot": self.slot, "device": self.device,
             "host": self.host, "attempt": self.attempt, "slurm_job_id": self.slurm_job_id,
             "pid": self.pid, "heartbeat_at": self.heartbeat_at, "started_at": self.started_at,
-            "finished_at": self.finished_at, "error": self.error,
+            "finished_at": self.finished_at, "error": self.error, "note": self.note,
             "progress": self.progress_text, "heartbeat_age_s": self.heartbeat_age(now),
             "test_acc": self.test_acc, "nc1": self.nc1, "stored": self.stored,
             "listed": self.listed,
@@ -176,7 +179,7 @@ def declared_rows(specs: Iterable[RunSpec]) -> list[RunRow]:
 RUN_COLUMNS = ("run_id", "experiment", "dataset", "model", "loss", "width", "epochs", "seed",
                "status", "last_epoch", "executor", "slot", "device", "host", "attempt",
                "slurm_job_id", "pid", "heartbeat_at", "started_at", "finished_at", "error",
-               "start_epoch")
+               "start_epoch", "note")
 
 
 def read_run_records(con: Any, experiments: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -189,8 +192,10 @@ def read_run_records(con: Any, experiments: Sequence[str] | None = None) -> list
     order = " ORDER BY experiment, created_at, run_id"
     try:
         return query_dicts(con, f"SELECT {', '.join(RUN_COLUMNS)} FROM runs{where}{order}", params)
-    except duckdb.BinderException:  # schema version 2 (not written since): no start_epoch
-        cols = ", ".join("NULL AS start_epoch" if c == "start_epoch" else c for c in RUN_COLUMNS)
+    except duckdb.BinderException:  # schema version 2/3 (not written since): no start_epoch/note
+        have = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                          "WHERE table_name = 'runs'").fetchall()}
+        cols = ", ".join(c if c in have else f"NULL AS {c}" for c in RUN_COLUMNS)
         return query_dicts(con, f"SELECT {cols} FROM runs{where}{order}", params)
 
 
@@ -212,7 +217,7 @@ def stored_row(record: Mapping[str, Any], latest: Mapping[str, float | None] | N
         slurm_job_id=record["slurm_job_id"], pid=record["pid"],
         heartbeat_at=record["heartbeat_at"], started_at=record["started_at"],
         finished_at=record["finished_at"], error=record["error"],
-        start_epoch=int(record["start_epoch"] or 0),
+        start_epoch=int(record["start_epoch"] or 0), note=record.get("note"),
         **{m: _num(latest.get(m)) for m in STATUS_METRICS},
         stored=True, listed=listed,
     )
@@ -293,15 +298,16 @@ def merge_rows(declared: Iterable[RunRow], stored: Mapping[str, RunRow], *,
 
 def list_runs(specs: Sequence[RunSpec], db_path: str | Path | None,
               experiments: Sequence[str] | None = None, *, include_unlisted: bool = True,
-              timeout: float = 10.0) -> list[RunRow]:
+              timeout: float = 10.0, missing_ok: bool = True) -> list[RunRow]:
     """The listing of `ncbench status`: the runs of `specs` (in their order; queued when not in
     the database — nothing is written) followed, if `include_unlisted`, by the stored runs of
     `experiments` (None: all) that `specs` do not declare. A missing database is no error (every
-    declared run is queued); a file that is not an ncbench database is a StoreError."""
+    declared run is queued) unless not `missing_ok` (the user named it: `status --db PATH`); a
+    file that is not an ncbench database is a StoreError."""
     declared = declared_rows(specs)
     stored: dict[str, RunRow] = {}
     path = Path(db_path) if db_path is not None else None
-    if path is not None and path.exists():
+    if path is not None and (path.exists() or not missing_ok):
         with read_connection(path, timeout=timeout) as con:
             check_ncbench_db(con, path)
             stored = stored_rows(con, list(experiments) if experiments else None,

@@ -38,6 +38,7 @@ from torch import nn
 
 from ncbench.errors import ParameterError
 from ncbench import names
+from ncbench.model_size import check_depth
 from ncbench.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
@@ -77,7 +78,11 @@ def make_model(name: str, num_classes: int, width: float = 1.0, *,
     from ncbench.data import check_keywords
 
     check_keywords(factory, kw, f"model '{name}'", skip=("num_classes", "width", "input_shape"))
-    return factory(num_classes, width, shape, **kw)
+    model = factory(num_classes, width, shape, **kw)
+    if not isinstance(model, nn.Module):
+        raise ParameterError(f"'{name}' is not a model factory: it returned "
+                             f"{type(model).__name__}, not a torch.nn.Module", key="model")
+    return model
 
 
 def model_names() -> list[str]:
@@ -221,6 +226,6 @@ def mlp(num_classes: int, width: float = 1.0, input_shape: tuple[int, ...] | Non
         if in_channels is not None and len(shape) == 3:
             shape = (int(in_channels), *shape[1:])
         in_features = math.prod(shape)
-    model = MLP(int(in_features), num_classes, scaled(256, width, "hidden units"), depth=int(depth))
+    model = MLP(int(in_features), num_classes, scaled(256, width, "hidden units"), depth=check_depth(depth))
     model.width = width
     return model

@@ -14,10 +14,17 @@ and the library function behind `ncbench run` call `resolve(--config, --db, --wo
   with neither, `resolve` raises a UsageError (`--config`) saying to pass one of them.
 
 Paths stay as given (relative paths are relative to the current directory); nothing is created.
+
+Checks, before anything uses a path (`path_problem`, and `check_run_paths` for `ncbench run`,
+`--dry-run` too): a path that must be a folder is not a file, one that must be a file is not a
+folder, a name is not too long, what is read can be read, and what is written can be written —
+or, for a folder or file that does not exist yet, can be created (its nearest existing parent is
+a writable folder). Each problem is one line naming the option (or the config key) and the path.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +32,7 @@ from pathlib import Path
 from ncbench.errors import UsageError
 
 __all__ = ["DEFAULT_CONFIG", "DB_NAME", "WORKDIR_NAME", "Paths", "resolve", "default_db_path",
-           "default_workdir", "workdir_for"]
+           "default_workdir", "workdir_for", "path_problem", "check_run_paths"]
 
 PathLike = str | os.PathLike
 
@@ -77,3 +84,81 @@ def resolve(config: PathLike | None = None, db: PathLike | None = None,
     db_path = Path(db) if db is not None else default_db_path(config_path)
     work = Path(workdir) if workdir is not None else workdir_for(config_path, db_path)
     return Paths(config_path, db_path, work)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path`'s nearest ancestor that exists (`.` for a relative path none of whose parts do)."""
+    for parent in path.parents:
+        try:
+            os.stat(parent)
+            return parent
+        except OSError:
+            continue
+    return Path(".")
+
+
+def path_problem(path: PathLike, *, kind: str = "dir", read: bool = True, write: bool = False,
+                 create: bool = False) -> str | None:
+    """What is wrong with `path` for its use, or None: `kind` "dir" (a folder) or "file"; `read`
+    (it can be read; a missing path is then fine only with `create`, or when nothing is written
+    and whoever reads it says "not found"), `write` (it can be written, a file's folder too, for
+    DuckDB's .wal file), `create` (a missing path is created: its nearest existing parent must
+    be a writable folder). The reason names the path."""
+    p = Path(path)
+    what = "folder" if kind == "dir" else "file"
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return f"{p}: the name is too long for the file system ({exc.strerror})"
+        if exc.errno == errno.ENOTDIR:
+            anc = _nearest_existing(p)
+            return f"{p}: {anc} is a file, not a folder"
+        if exc.errno == errno.EACCES:
+            return f"{p}: cannot be reached (permission denied on a folder above it)"
+        if exc.errno != errno.ENOENT:
+            return f"{p}: cannot be used ({exc.strerror})"
+        if not (create or write):
+            return None  # whoever reads it says "not found" (with the fix)
+        anc = _nearest_existing(p)
+        if not anc.is_dir():
+            return f"{p}: cannot create it: {anc} is a file, not a folder"
+        if not os.access(anc, os.W_OK | os.X_OK):
+            return f"{p}: cannot create it: the folder {anc} is not writable"
+        return None
+    import stat
+
+    if kind == "dir" and not stat.S_ISDIR(st.st_mode):
+        return f"{p}: is a file, not a folder"
+    if kind == "file" and stat.S_ISDIR(st.st_mode):
+        return f"{p}: is a folder, not a file"
+    mode = os.R_OK | (os.X_OK if kind == "dir" else 0)
+    if read and not os.access(p, mode):
+        return f"{p}: the {what} is not readable (permission denied)"
+    if write:
+        if not os.access(p, os.W_OK | (os.X_OK if kind == "dir" else 0)):
+            return f"{p}: the {what} is not writable (permission denied)"
+        if kind == "file" and not os.access(p.parent if str(p.parent) else Path("."),
+                                            os.W_OK | os.X_OK):
+            return f"{p}: its folder {p.parent} is not writable (the database writes a .wal file beside it)"
+    return None
+
+
+def check_run_paths(paths: Paths, *, given: dict[str, bool] | None = None) -> None:
+    """`ncbench run`'s paths, before anything is read or written (`--dry-run` too): the workdir
+    is (or can be created as) a writable folder, the database a readable and writable file (or
+    can be created), the config a file. UsageError naming the option (`--workdir`, `--db`,
+    `--config`) and the path; `given[option]` False: the path is the default, and the message
+    says so."""
+    given = given or {}
+    checks = [("--config", paths.config, dict(kind="file")),
+              ("--db", paths.db, dict(kind="file", write=True, create=True)),
+              ("--workdir", paths.workdir, dict(kind="dir", write=True, create=True))]
+    for option, path, how in checks:
+        if path is None:
+            continue
+        problem = path_problem(path, **how)
+        if problem is not None:
+            if not given.get(option, True):
+                problem += f" (the default {option}, beside the config; pass {option} to choose)"
+            raise UsageError(option, problem)

@@ -8,8 +8,10 @@ so views never import it):
 * `check_runs`: a "package.module:callable" name resolves, and every run's `loss_params` are
   accepted by its loss;
 * `check_datasets`: each distinct dataset loads (or is downloaded, once), `per_class` fits its
-  classes, `dataset_params` are accepted, and each distinct model builds (on the meta device)
-  with its `width` and `model_params`.
+  classes, `dataset_params` are accepted, and each distinct model is within the parameter
+  budget (`ncbench.model_size`, by arithmetic: an absurd width or depth never starts a build)
+  and builds (on the meta device) with its `width` and `model_params`;
+* `check_devices`: each run's `device` (`cuda`, `cuda:N`, `mps`) is available to its workers.
 
 A component refuses a setting with `ParameterError` (its `.key` names the parameter when it
 knows it), `UnknownNameError`, or a TypeError/ValueError; `located` turns each into the one
@@ -24,10 +26,11 @@ from typing import Any, TypeVar
 
 from ncbench.config import KEYS, Config, freeze
 from ncbench.errors import ConfigError, NcbenchError, ParameterError
+from ncbench.model_size import check_size
 from ncbench.names import BUILTIN
 from ncbench.runs import RunSpec
 
-__all__ = ["check_runs", "check_datasets", "located"]
+__all__ = ["check_runs", "check_datasets", "check_devices", "located"]
 
 T = TypeVar("T")
 
@@ -104,6 +107,11 @@ def check_datasets(specs: Sequence[RunSpec], *, fetch: bool = True,
             except ParameterError as exc:
                 k = exc.key if exc.key in KEYS else "dataset_params" if exc.key else None
                 raise located(exc, spec, k, config) from None
+            except (TypeError, ValueError, ArithmeticError, MemoryError) as exc:
+                # a dataset factory refusing its options in its own words
+                raise located(_first_line(exc, f"dataset '{spec.dataset}'"), spec,
+                              "dataset_params" if spec.dataset_params else "dataset",
+                              config) from None
             shapes[key] = (ds.num_classes, tuple(ds.input_shape))
             del ds
         num_classes, input_shape = shapes[key]
@@ -112,13 +120,61 @@ def check_datasets(specs: Sequence[RunSpec], *, fetch: bool = True,
             continue
         built.add(model_key)
         try:
+            # the size first, by arithmetic: an absurd width or depth never starts a build
+            check_size(spec.model, num_classes, spec.width, input_shape, **spec.model_params)
             with torch.device("meta"):
                 models.make_model(spec.model, num_classes, spec.width,
                                   input_shape=input_shape, **spec.model_params)
-        except (TypeError, ValueError) as exc:  # ParameterError is a ValueError
+        except (TypeError, ValueError, RuntimeError, ArithmeticError, MemoryError) as exc:
             k = exc.key if isinstance(exc, ParameterError) else None
-            raise located(exc, spec, "width" if k == "width" else "model_params",
+            if not isinstance(exc, ParameterError):
+                exc = _first_line(exc, f"model '{spec.model}'")  # torch's: C++ stack frames
+            raise located(exc, spec, k if k in ("width", "model") else "model_params",
                           config) from None
+
+
+def _first_line(exc: BaseException, what: str) -> ValueError:
+    """`exc` of component `what` as a one-line ValueError: its type and the first line of its
+    message (torch's RuntimeErrors append C++ stack frames)."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return ValueError(f"{what} failed: {type(exc).__name__}" + (f": {text}" if text else ""))
+
+
+def check_devices(specs: Sequence[RunSpec], config: Config | None = None, *,
+                  cuda_devices: int | None = None, mps: bool | None = None) -> None:
+    """Each run's `device` is there for its worker: `cuda` needs a CUDA device, `cuda:N` needs
+    N + 1 of them, `mps` needs Apple's MPS (`auto` and `cpu` always work). `cuda_devices`: the
+    CUDA devices a worker sees (the local executor pins one GPU per worker; None: as many as
+    torch finds here); `mps`: whether MPS is available (None: ask torch). A ConfigError naming
+    the file, experiment and key `device`."""
+    import torch
+
+    if cuda_devices is None:
+        try:
+            cuda_devices = torch.cuda.device_count()
+        except Exception:  # noqa: BLE001 - no usable CUDA
+            cuda_devices = 0
+    for spec in _distinct(specs, lambda s: (s.experiment, s.device)):
+        device = str(spec.device)
+        reason = None
+        if device == "cuda" or device.startswith("cuda:"):
+            index = int(device.split(":", 1)[1]) if ":" in device else 0
+            if cuda_devices == 0:
+                reason = (f"{device!r}: no CUDA device is visible to the workers here; use "
+                          f"\"cpu\" or \"auto\" (CUDA when there is one)")
+            elif index >= cuda_devices:
+                reason = (f"{device!r}: each worker sees {cuda_devices} CUDA device(s) "
+                          f"(indices 0..{cuda_devices - 1}); pick GPUs with --gpus and use "
+                          f"\"cuda\"")
+        elif device == "mps":
+            available = mps
+            if available is None:
+                backend = getattr(torch.backends, "mps", None)
+                available = bool(backend is not None and backend.is_available())
+            if not available:
+                reason = "'mps': Apple's MPS is not available here; use \"cpu\" or \"auto\""
+        if reason is not None:
+            raise located(ParameterError(reason, key="device"), spec, "device", config)
 
 
 def _distinct(items: Iterable[T], key: Callable[[T], Hashable]) -> Iterator[T]:

@@ -2,9 +2,10 @@
 
 On a terminal: a live panel (rich) with the whole grid's bar (done / failed / diverged /
 interrupted counts) and one line per running run — its slot, an epoch bar (fractional inside
-the epoch from the heartbeat), and its latest train accuracy, test accuracy and NC1. Elsewhere
-(a pipe, a log file, CI): one plain line when a run starts and when it ends. Notes (a failure,
-a retry, Ctrl-C) are printed above the panel in both cases.
+the epoch from the heartbeat), and its latest train accuracy, test accuracy (percent) and NC1.
+Elsewhere (a pipe, a log file, CI): one plain line when a run starts and when it ends, the
+latter with its "final test" accuracy (the last evaluation's; the summary adds the headline
+"test @ best val"). Notes (a failure, a retry, Ctrl-C) are printed above the panel in both cases.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class RichUI:
             return head
         table = Table(box=None, padding=(0, 1), show_edge=False, header_style="dim")
         for col, kw in (("run", {}), ("slot", {}), ("epoch", {}), ("", {"width": 20}),
-                        ("train acc", {"justify": "right"}), ("test acc", {"justify": "right"}),
+                        ("train", {"justify": "right"}), ("test", {"justify": "right"}),
                         ("nc1", {"justify": "right"})):
             table.add_column(col, **kw)
         for v in running:
@@ -102,8 +103,8 @@ class RichUI:
                 self.console.print(f"start  {v.run_id} {v.label} on {v.slot} (attempt {v.attempt})",
                                    highlight=False, soft_wrap=True)
             elif v.status in END_STATUSES:
-                extra = (f" test_acc={_fmt(v.metrics.get('test_acc'), pct=True).strip()} "
-                         f"nc1={_fmt(v.metrics.get('nc1'))}" if v.metrics else "")
+                extra = (f" final test {_fmt(v.metrics.get('test_acc'), pct=True).strip()}, "
+                         f"nc1 {_fmt(v.metrics.get('nc1'))}" if v.metrics else "")
                 err = f" — {v.error}" if v.error else ""
                 self.console.print(f"{v.status:<6} {v.run_id} {v.label}{extra}{err}",
                                    highlight=False, soft_wrap=True)

@@ -6,12 +6,16 @@ A workdir (where it is by default is `ncbench.paths`' business) holds:
       manager.lock          the `ncbench run` that manages this workdir (ncbench.grid.lock_workdir)
       tui-queue.log         output of the queue the TUI starts (ncbench.tui.control)
       slurm/<job id>/       submitit's files of each Slurm job (ncbench.executors.slurm)
+      trash/                run directories being deleted (`ncbench run --rerun`, ncbench.grid)
       runs/<run_id>/        one run directory per run:
         spec.json           the resolved RunSpec (ncbench.events.write_spec)
         events.jsonl        the event log (ncbench.events.EventLog)
         heartbeat.json      the worker's heartbeat (ncbench.events.EventLog.heartbeat)
         worker.log          the worker's stdout and stderr (written by the executors)
         checkpoint.pt       the latest training checkpoint (ncbench.checkpoint)
+        checkpoint.prev.pt  the checkpoint before it (the fallback when the latest is damaged)
+        checkpoint.damaged.pt, checkpoint.prev.damaged.pt
+                            a checkpoint found damaged on resume, moved aside (ncbench.checkpoint)
         best.json           the best-validation record (ncbench.train)
         slurm.json          the Slurm job that runs the run (ncbench.executors.slurm)
 
@@ -26,8 +30,9 @@ from pathlib import Path
 
 __all__ = [
     "RUNS_DIR", "SPEC_FILE", "EVENTS_FILE", "HEARTBEAT_FILE", "WORKER_LOG", "CHECKPOINT_FILE",
+    "CHECKPOINT_PREV_FILE", "CHECKPOINT_DAMAGED_FILE", "CHECKPOINT_PREV_DAMAGED_FILE",
     "BEST_FILE", "SLURM_RECORD", "MANAGER_LOCK", "QUEUE_LOG", "SLURM_DIR",
-    "runs_root", "run_dir_of", "run_dirs", "slurm_dir",
+    "runs_root", "run_dir_of", "run_dirs", "slurm_dir", "TRASH_DIR",
 ]
 
 # -- in a workdir ------------------------------------------------------------------------------
@@ -39,6 +44,8 @@ MANAGER_LOCK = "manager.lock"
 QUEUE_LOG = "tui-queue.log"
 #: submitit's folder: `<workdir>/slurm/<job id>/` (submission script, stdout, stderr).
 SLURM_DIR = "slurm"
+#: Where run directories are moved (in one step) before being deleted: `<workdir>/trash/`.
+TRASH_DIR = "trash"
 
 # -- in a run directory ------------------------------------------------------------------------
 SPEC_FILE = "spec.json"
@@ -46,6 +53,11 @@ EVENTS_FILE = "events.jsonl"
 HEARTBEAT_FILE = "heartbeat.json"
 WORKER_LOG = "worker.log"
 CHECKPOINT_FILE = "checkpoint.pt"
+#: The checkpoint written before `CHECKPOINT_FILE` (kept when a new one is written).
+CHECKPOINT_PREV_FILE = "checkpoint.prev.pt"
+#: Where a resume moves a damaged `CHECKPOINT_FILE` / `CHECKPOINT_PREV_FILE` (kept to inspect).
+CHECKPOINT_DAMAGED_FILE = "checkpoint.damaged.pt"
+CHECKPOINT_PREV_DAMAGED_FILE = "checkpoint.prev.damaged.pt"
 BEST_FILE = "best.json"
 SLURM_RECORD = "slurm.json"
 

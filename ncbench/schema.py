@@ -10,7 +10,8 @@ import re
 
 # Bump when the DDL changes: a writer re-applies the DDL (tables IF NOT EXISTS, views replaced)
 # to a database holding an older version; a database of a newer version is refused.
-SCHEMA_VERSION = 3  # 3: runs.start_epoch, runs.retry_requested_at
+# 3: runs.start_epoch, runs.retry_requested_at; 4: 64-bit integer columns (BIGINT), runs.note.
+SCHEMA_VERSION = 4
 
 # Metric names a training run records at each evaluation (long format in `metrics`).
 # Accuracies are fractions in [0, 1]. NC metrics without prefix are on the training split
@@ -37,8 +38,8 @@ CREATE TABLE IF NOT EXISTS runs (
     model         VARCHAR NOT NULL,
     loss          VARCHAR NOT NULL,
     width         DOUBLE  NOT NULL,
-    epochs        INTEGER NOT NULL,
-    seed          INTEGER NOT NULL,
+    epochs        BIGINT  NOT NULL,
+    seed          BIGINT  NOT NULL,
     status        VARCHAR NOT NULL,
     config        JSON    NOT NULL,
     created_at    TIMESTAMP,
@@ -49,17 +50,18 @@ CREATE TABLE IF NOT EXISTS runs (
     error         VARCHAR,
     executor      VARCHAR,
     slot          VARCHAR,
-    attempt       INTEGER DEFAULT 0,
+    attempt       BIGINT  DEFAULT 0,
     slurm_job_id  VARCHAR,
     heartbeat_at  TIMESTAMP,
-    pid           INTEGER,
-    last_epoch    INTEGER,
-    start_epoch   INTEGER,
-    retry_requested_at TIMESTAMP
+    pid           BIGINT ,
+    last_epoch    BIGINT ,
+    start_epoch   BIGINT ,
+    retry_requested_at TIMESTAMP,
+    note          VARCHAR
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id  VARCHAR NOT NULL,
-    epoch   INTEGER NOT NULL,
+    epoch   BIGINT  NOT NULL,
     name    VARCHAR NOT NULL,
     value   DOUBLE,
     PRIMARY KEY (run_id, epoch, name)
@@ -77,7 +79,7 @@ def _wide_columns() -> str:
 # own columns, then those derived from its metrics.
 _RESULTS_RUN_SELECT = """r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
     r.config,
-    CAST(json_extract_string(r.config, '$.batch_size') AS INTEGER) AS batch_size,
+    TRY_CAST(json_extract_string(r.config, '$.batch_size') AS BIGINT) AS batch_size,
     CAST(json_extract_string(r.config, '$.lr') AS DOUBLE) AS lr,
     CAST(json_extract_string(r.config, '$.weight_decay') AS DOUBLE) AS weight_decay,
     json_extract(r.config, '$.loss_params') AS loss_params,
@@ -171,15 +173,63 @@ CREATE OR REPLACE VIEW results AS {results_sql()};
 """
 
 #: Columns of `runs` added after version 1, with their type: `apply` adds them to an older database.
-MIGRATIONS = (("start_epoch", "INTEGER"), ("retry_requested_at", "TIMESTAMP"))
+MIGRATIONS = (("start_epoch", "BIGINT"), ("retry_requested_at", "TIMESTAMP"), ("note", "VARCHAR"))
+
+#: Integer columns that were INTEGER (32-bit) before version 4, by table: `apply` widens them to
+#: BIGINT. `metrics.epoch` is in the primary key (DuckDB cannot change its type), so `metrics`
+#: is copied into a new table instead.
+WIDENED_COLUMNS = {
+    "runs": ("epochs", "seed", "attempt", "pid", "last_epoch", "start_epoch"),
+    "metrics": ("epoch",),
+}
+
+_METRICS_DDL = TABLES[TABLES.index("CREATE TABLE IF NOT EXISTS metrics"):].strip().rstrip(";")
+
+
+def _column_types(con, table: str) -> dict[str, str]:
+    rows = con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                       "WHERE table_schema = 'main' AND table_name = ?", [table]).fetchall()
+    return {name: kind.upper() for name, kind in rows}
+
+
+def _widen(con) -> None:
+    """Widen the 32-bit integer columns of a database written before version 4 (no-op after)."""
+    runs = _column_types(con, "runs")
+    for column in WIDENED_COLUMNS["runs"]:
+        if runs.get(column) == "INTEGER":
+            con.execute(f"ALTER TABLE runs ALTER COLUMN {column} TYPE BIGINT")
+    if _column_types(con, "metrics").get("epoch") == "INTEGER":
+        con.execute("DROP VIEW IF EXISTS results")  # views over `metrics` (recreated by apply)
+        con.execute("DROP VIEW IF EXISTS epochs")
+        con.execute(_METRICS_DDL.replace("IF NOT EXISTS metrics", "metrics__v4"))
+        con.execute("INSERT INTO metrics__v4 BY NAME SELECT * FROM metrics")
+        con.execute("DROP TABLE metrics")
+        con.execute("ALTER TABLE metrics__v4 RENAME TO metrics")
 
 
 def apply(con) -> None:
-    """Create the tables and (re)create the views on a read-write DuckDB connection."""
-    con.execute(TABLES)
-    for column, kind in MIGRATIONS:  # columns added since a database was created
-        con.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {column} {kind}")
-    con.execute(VIEWS)
-    con.execute(
-        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-    )
+    """Create the tables and (re)create the views on a read-write DuckDB connection; migrate a
+    database of an older version (new columns, 64-bit integers) — in one transaction, unless the
+    caller already holds one (then in the caller's)."""
+    import duckdb
+
+    try:
+        con.execute("BEGIN TRANSACTION")
+        own = True
+    except duckdb.TransactionException:
+        own = False  # the caller's transaction
+    try:
+        con.execute(TABLES)
+        for column, kind in MIGRATIONS:  # columns added since a database was created
+            con.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {column} {kind}")
+        _widen(con)
+        con.execute(VIEWS)
+        con.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+        )
+    except BaseException:
+        if own:
+            con.execute("ROLLBACK")
+        raise
+    if own:
+        con.execute("COMMIT")

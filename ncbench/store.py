@@ -27,22 +27,26 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from ncbench import schema
+from ncbench import ingest, schema, usersql
+from ncbench.dbfile import (check_ncbench_db, is_damage_error, missing_parts, unreadable,
+                            writable_version)
 from ncbench.errors import StoreError
-from ncbench.events import parse_time, read_events_from, read_heartbeat, read_spec, utcnow
-from ncbench.lifecycle import QUEUED, RUN_STATUSES, event_status
-from ncbench.rundir import EVENTS_FILE, run_dir_of, run_dirs
+from ncbench.events import utcnow
+from ncbench.ingest import db_value as _db_value
+from ncbench.ingest import join_notes as _join_notes
+from ncbench.lifecycle import QUEUED, RUN_STATUSES
+from ncbench.rundir import run_dir_of, run_dirs
 from ncbench.runs import RunSpec
 
 __all__ = [
     "Store", "StoreWriter", "SyncResult", "read_connection", "is_lock_error", "query_dicts",
-    "query_runs", "RUN_FIELDS", "LOCK_TIMEOUT",
+    "query_runs", "RUN_FIELDS", "LOCK_TIMEOUT", "check_ncbench_db",
 ]
 
 #: Columns of `runs` that `set_status(..., **fields)` may set.
@@ -85,7 +89,7 @@ def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConn
                 continue
             if read_only and not path.exists():
                 raise _missing(path) from None
-            raise StoreError(f"{path}: cannot open the database: {_first_line(exc)}") from None
+            raise unreadable(path, f"cannot open the database: {_first_line(exc)}") from None
 
 
 def _one(cursor) -> tuple | None:
@@ -105,9 +109,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def read_connection(db_path: str | Path, timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def read_connection(db_path: str | Path, timeout: float = 10.0, *,
+                    check: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection to `db_path`, closed on exit. Retries while a writer holds the file
-    (up to `timeout` s). Never creates a file: a missing database is a StoreError."""
+    (up to `timeout` s). Never creates a file: a missing database is a StoreError. `check`: the
+    file must be an ncbench database with all its tables (`check_ncbench_db`). A DuckDB error
+    about a damaged file, at the open or in the body, is a StoreError naming the file and
+    `ncbench doctor --rebuild`."""
     path = Path(db_path)
     if not path.exists():
         raise _missing(path)
@@ -115,20 +123,15 @@ def read_connection(db_path: str | Path, timeout: float = 10.0) -> Iterator[duck
         raise StoreError(f"{path} is a directory, not a DuckDB database")
     con = _connect(path, read_only=True, timeout=timeout)
     try:
+        if check:
+            check_ncbench_db(con, path)
         yield con
+    except duckdb.Error as exc:
+        if is_damage_error(exc):
+            raise unreadable(path, _first_line(exc)) from None
+        raise
     finally:
         con.close()
-
-
-def check_ncbench_db(con: duckdb.DuckDBPyConnection, path: str | Path = "") -> None:
-    """StoreError unless `con` holds an ncbench schema this version can read."""
-    try:
-        row = _one(con.execute("SELECT value FROM meta WHERE key = 'schema_version'"))
-    except duckdb.Error:
-        raise StoreError(f"{path}: not an ncbench results database (no `meta` table)") from None
-    if row is None or int(row[0]) > schema.SCHEMA_VERSION:
-        raise StoreError(f"{path}: schema version {row and row[0]} is newer than this ncbench "
-                         f"understands ({schema.SCHEMA_VERSION}); upgrade ncbench")
 
 
 # ------------------------------------------------------------------------------------------
@@ -138,11 +141,13 @@ def check_ncbench_db(con: duckdb.DuckDBPyConnection, path: str | Path = "") -> N
 
 @dataclass
 class SyncResult:
-    """What one sync did: run dirs read, metric rows upserted, runs whose row changed."""
+    """What one sync did: run dirs read, metric rows upserted, runs whose row changed, and the
+    problems met (one line each, naming the run dir: skipped event lines, unreadable files)."""
 
     runs_seen: int = 0
     metrics_written: int = 0
     runs_updated: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 class Store:
@@ -155,14 +160,16 @@ class Store:
     def __init__(self, db_path: str | Path, *, lock_timeout: float = LOCK_TIMEOUT):
         self.db_path = Path(db_path)
         self.lock_timeout = lock_timeout
-        # events.jsonl path -> (file identity, byte offset already ingested)
-        self._offsets: dict[str, tuple[tuple[int, int], int]] = {}
+        # events.jsonl path -> (file identity, byte offset already ingested, line number there)
+        self._offsets: dict[str, tuple[tuple[int, int], int, int]] = {}
 
     @contextlib.contextmanager
     def write(self) -> Iterator["StoreWriter"]:
         """One write session: open read-write (retrying on the lock), apply the schema if
         missing, run the body in a transaction (rolled back on error), close the file."""
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.db_path.is_file() and self.db_path.stat().st_size == 0:
+            self.db_path.unlink()  # an empty file (e.g. made by mktemp): DuckDB refuses to open it
         con = _connect(self.db_path, read_only=False, timeout=self.lock_timeout)
         try:
             _ensure_schema(con, self.db_path)
@@ -171,12 +178,18 @@ class Store:
             try:
                 yield writer
             except BaseException:
-                con.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):  # a damaged file may refuse even this
+                    con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
             self._offsets.update(writer._pending_offsets)  # only what was committed
+        except duckdb.Error as exc:
+            if is_damage_error(exc):
+                raise unreadable(self.db_path, _first_line(exc)) from None
+            raise
         finally:
-            con.close()
+            with contextlib.suppress(duckdb.Error):
+                con.close()
 
     # Convenience: one write session per call.
     def register_runs(self, specs: Iterable[RunSpec]) -> int:
@@ -201,17 +214,11 @@ class Store:
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    try:
-        row = _one(con.execute("SELECT value FROM meta WHERE key = 'schema_version'"))
-    except duckdb.CatalogException:
-        row = None
-    if row is not None:
-        if int(row[0]) > schema.SCHEMA_VERSION:
-            raise StoreError(f"{path}: schema version {row[0]} is newer than this ncbench "
-                             f"understands ({schema.SCHEMA_VERSION}); upgrade ncbench")
-        if int(row[0]) == schema.SCHEMA_VERSION:
-            return
-    schema.apply(con)
+    """Apply the schema unless the database holds all of it at this version (a dropped table or
+    view is re-created); `dbfile.writable_version` refuses a newer or a foreign database."""
+    version = writable_version(con, path)
+    if version != schema.SCHEMA_VERSION or missing_parts(con):
+        schema.apply(con)
 
 
 class StoreWriter:
@@ -219,7 +226,9 @@ class StoreWriter:
 
     def __init__(self, store: Store, con: duckdb.DuckDBPyConnection):
         self.store, self.con = store, con
-        self._pending_offsets: dict[str, tuple[tuple[int, int], int]] = {}
+        self._pending_offsets: dict[str, tuple[tuple[int, int], int, int]] = {}
+        #: What went wrong with run dirs in this session (see `sync`), one line each.
+        self.problems: list[str] = []
 
     def register_runs(self, specs: Iterable[RunSpec]) -> int:
         """Insert the runs not yet stored, as `queued`; existing rows are left untouched (status,
@@ -259,6 +268,13 @@ class StoreWriter:
         )
         return _one(self.con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]))[0] > 0
 
+    def delete_runs(self, run_ids: Iterable[str]) -> None:
+        """Delete these runs' rows and metrics (`ncbench run --rerun`; in this session's
+        transaction, so a run is deleted whole or not at all)."""
+        ids = list(run_ids)
+        self.con.execute("DELETE FROM metrics WHERE list_contains(?, run_id)", [ids])
+        self.con.execute("DELETE FROM runs WHERE list_contains(?, run_id)", [ids])
+
     def retry_requests(self, run_ids: Iterable[str]) -> set[str]:
         """The runs among `run_ids` with a pending retry request (`retry_requested_at` set by
         a retry, cleared when a new attempt starts)."""
@@ -270,97 +286,47 @@ class StoreWriter:
         return {r[0] for r in rows}
 
     def ingest_run_dir(self, run_dir: str | Path) -> int:
-        """Read one run dir's new events and heartbeat into the database: registers the run
-        from spec.json if needed, upserts metrics, updates the run's row. Returns the number of
-        metric rows written. A dir without spec.json and without a stored row is skipped."""
-        run_dir = Path(run_dir)
-        run_id = run_dir.name
-        known = _one(self.con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]))
-        if known is None:
-            try:
-                spec = read_spec(run_dir)
-            except (OSError, ValueError, TypeError):
-                return 0
-            self.register_runs([spec])
-            run_id = spec.run_id if spec.run_id == run_id else run_id
+        """Read one run dir's new events and heartbeat into the database (`ncbench.ingest`):
+        registers the run from spec.json if needed, upserts metrics, updates the run's row, notes
+        what had to be skipped. Returns the number of metric rows written."""
+        return ingest.ingest_run_dir(self, run_dir)
 
-        path = run_dir / EVENTS_FILE
-        key = str(path)
-        ident, offset = self._pending_offsets.get(key) or self.store._offsets.get(key, (None, 0))
-        try:
-            st = path.stat()
-            cur = (st.st_ino, st.st_dev)
-            if ident != cur or st.st_size < offset:  # replaced or truncated: read from start
-                offset = 0
-        except FileNotFoundError:
-            cur, offset = None, 0
-        events, new_offset = read_events_from(path, offset) if cur else ([], 0)
-
-        update: dict[str, Any] = {}
-        metrics: dict[tuple[int, str], float | None] = {}
-        started = None  # time of the latest start event read now
-        for ev in events:
-            kind = ev.get("type")
-            t = parse_time(ev.get("time"))
-            if kind == "start":
-                update.update(started_at=t, finished_at=None, error=None,
-                              host=ev.get("host"), device=ev.get("device"), pid=ev.get("pid"),
-                              attempt=ev.get("attempt"),
-                              start_epoch=ev.get("resumed_from_epoch") or 0)
-                started = t
-            elif kind == "eval":
-                try:
-                    epoch = int(ev["epoch"])
-                except (KeyError, TypeError, ValueError):
-                    continue
-                for name, value in (ev.get("metrics") or {}).items():
-                    metrics[(epoch, str(name))] = value
-                update["last_epoch"] = max(epoch, update.get("last_epoch") or 0)
-            elif kind == "end":
-                update.update(finished_at=t, error=ev.get("error"))
-        status = event_status(events)  # None: these events leave the status as it is
-        if status is not None:
-            update["status"] = status
-        beat = read_heartbeat(run_dir)
-        if beat:
-            if beat.get("time"):
-                update["heartbeat_at"] = parse_time(beat["time"])
-            if isinstance(beat.get("epoch"), int) and not isinstance(beat.get("epoch"), bool):
-                update["last_epoch"] = max(beat["epoch"], update.get("last_epoch") or 0)
-
-        if metrics:
-            app = self.con.appender("metrics", action="upsert")
-            app.append_rows([(run_id, e, n, v) for (e, n), v in metrics.items()])
-            app.flush()
-        if update:
-            if "last_epoch" in update:  # never go backwards (re-reads, resumed runs)
-                prev = _one(self.con.execute("SELECT last_epoch FROM runs WHERE run_id = ?",
-                                        [run_id]))
-                if prev and prev[0] is not None:
-                    update["last_epoch"] = max(update["last_epoch"], prev[0])
-            cols = list(update)
-            self.con.execute(
-                f"UPDATE runs SET {', '.join(f'{c} = ?' for c in cols)} WHERE run_id = ?",
-                [*(_db_value(c, update[c]) for c in cols), run_id],
-            )
-        if started is not None:  # an attempt that started after a retry request honours it
-            self.con.execute("UPDATE runs SET retry_requested_at = NULL WHERE run_id = ? "
-                             "AND retry_requested_at <= ?", [run_id, _db_value("started_at", started)])
-        if cur is not None:
-            self._pending_offsets[key] = (cur, new_offset)
-        return len(metrics)
+    def _problem(self, run_dir: Path, run_id: str | None, message: str) -> str:
+        return ingest.record_problem(self, run_dir, message)
 
     def sync(self, workdir: str | Path, run_ids: Iterable[str] | None = None) -> SyncResult:
-        """Ingest `<workdir>/runs/<run_id>/` for each of `run_ids` (None: every run dir there)."""
+        """Ingest `<workdir>/runs/<run_id>/` for each of `run_ids` (None: every run dir there).
+
+        One run dir never stops the others: what cannot be read in one (see `ingest_run_dir`)
+        is warned about, listed in `SyncResult.problems` and, for a stored run, put in its
+        `note`. Only the database itself failing raises (a StoreError)."""
         result = SyncResult()
         dirs = run_dirs(workdir) if run_ids is None else [run_dir_of(workdir, r) for r in run_ids]
+        start = len(self.problems)
         for d in dirs:
-            if not d.is_dir():
+            try:
+                if not d.is_dir():
+                    continue
+            except OSError:
                 continue
             result.runs_seen += 1
-            n = self.ingest_run_dir(d)
+            try:
+                n = self.ingest_run_dir(d)
+            except duckdb.Error as exc:  # the transaction is lost: nothing more can be written
+                if is_damage_error(exc):
+                    raise
+                raise StoreError(f"{d}: this run directory cannot be stored ({_first_line(exc)});"
+                                 " move it out of the workdir and run again") from None
+            except Exception as exc:  # noqa: BLE001 - one run dir must not stop the others
+                message = self._problem(d, d.name, f"cannot be ingested, skipped: "
+                                                   f"{type(exc).__name__}: {_first_line(exc)}")
+                prev = _one(self.con.execute("SELECT note FROM runs WHERE run_id = ?", [d.name]))
+                self.con.execute("UPDATE runs SET note = ? WHERE run_id = ?",
+                                 [_join_notes(prev and prev[0], [message]), d.name])
+                continue
             result.metrics_written += n
             result.runs_updated.append(d.name)
+        result.problems.extend(self.problems[start:])
         return result
 
 
@@ -371,20 +337,6 @@ _RUN_ID_INDEX = _RUN_INSERT_COLS.index("run_id")
 def _run_row(spec: RunSpec, status: str, now: datetime) -> tuple:
     return (*(getattr(spec, c) for c in schema.RUN_KEY_COLUMNS), spec.run_id, status,
             json.dumps(spec.to_dict(), allow_nan=False), now, 0)
-
-
-def _db_value(column: str, value: Any) -> Any:
-    """A python value for a runs column: times as naive UTC datetimes (ISO strings accepted)."""
-    if column.endswith("_at") and value is not None:
-        if isinstance(value, str):
-            return parse_time(value)
-        if isinstance(value, (int, float)):
-            return datetime.fromtimestamp(value, timezone.utc).replace(tzinfo=None)
-        if isinstance(value, datetime) and value.tzinfo is not None:
-            return value.astimezone(timezone.utc).replace(tzinfo=None)
-    if column in ("slot", "slurm_job_id") and value is not None:
-        return str(value)
-    return value
 
 
 # ------------------------------------------------------------------------------------------
@@ -434,28 +386,19 @@ def finite_or_none(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------
 
 
-def run_sql(db_path: str | Path, sql: str, timeout: float = 10.0) -> tuple[list[str], list[tuple]]:
-    """Run a user's query on a read-only connection: (column names, rows). A statement without
-    a result gives ([], []). Failures are QueryError with DuckDB's message; a write statement is
-    refused by the read-only connection and explained."""
-    from ncbench.errors import QueryError
-
-    if not sql or not sql.strip():
-        raise QueryError("empty query: give a SQL statement, e.g. ncbench sql \"SELECT * FROM results\"")
+@contextlib.contextmanager
+def sandboxed_connection(db_path: str | Path, timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`read_connection` locked down for user SQL (`ncbench.usersql.sandbox`): `sql`, `report`."""
     with read_connection(db_path, timeout=timeout) as con:
-        try:
-            cur = con.execute(sql)
-            if cur.description is None:
-                return [], []
-            cols = [d[0] for d in cur.description]
-            return cols, cur.fetchall()
-        except duckdb.Error as exc:
-            msg = str(exc).strip()
-            if "read-only" in msg or "read only" in msg:
-                raise QueryError(
-                    f"the database is opened read-only: `ncbench sql` runs queries, it cannot change "
-                    f"{Path(db_path)} ({_first_line(exc)})") from None
-            raise QueryError(f"SQL error: {msg}") from None
+        yield usersql.sandbox(con)
+
+
+def run_sql(db_path: str | Path, sql: str, timeout: float = 10.0) -> tuple[list[str], list[tuple]]:
+    """Run a user's query on a sandboxed read-only connection: (column names, rows); ([], []) for
+    a statement without a result. Failures are QueryError (`ncbench.usersql.run_query`)."""
+    usersql.check_query(sql)
+    with sandboxed_connection(db_path, timeout=timeout) as con:
+        return usersql.run_query(con, sql, db_path)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -9,8 +9,11 @@ Order of things (each phase is a block below, read in order):
    MultiStepLR at round(m·epochs) for m in `spec.lr_milestones` (default 3/7, 5/7), γ = 0.1,
    stepped once after every epoch; `ncbench.precision.setup_training` applies `precision`
    (autocast, CUDA only), `channels_last` and `compile`;
-4. resume from `<run_dir>/checkpoint.pt` if present (model, optimiser, scheduler, RNG states,
-   best-validation record, elapsed wall time), then `sink.start(...)`;
+4. resume from the run's latest checkpoint that verifies — `checkpoint.pt`, else the previous
+   one, else none: a fresh start (`ncbench.checkpoint.resume_checkpoint`; a damaged file is
+   never resumed from, and never fails the run) — model, optimiser, scheduler, RNG states,
+   best-validation record, elapsed wall time; then `sink.start(..., resume_note=...)` (what was
+   wrong with the checkpoints passed over, one line, or None);
 5. epochs E = first..epochs: train one epoch (gradient norm clipped at `grad_clip`), then at
    every `eval_every`-th epoch and at the last one: evaluate → `sink.eval(E, metrics)` → best.json
    → checkpoint. Between evaluations a checkpoint is also written when more than
@@ -62,7 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ncbench.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ncbench.checkpoint import CheckpointDamaged, resume_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ncbench.lifecycle import DIVERGED, DONE, INTERRUPTED
 from ncbench.precision import setup_training
 from ncbench.rundir import BEST_FILE  # `<run_dir>/best.json`: {"epoch", "val_acc", "test_acc"}
@@ -85,7 +88,8 @@ class Sink(Protocol):
     """Where a run reports to (the worker's implementation writes events.jsonl + heartbeat)."""
 
     def start(self, *, device: str, resumed_from_epoch: int | None, **info: Any) -> None:
-        """Setup done (data, model, checkpoint loaded); training starts after this."""
+        """Setup done (data, model, checkpoint loaded); training starts after this. `info`
+        holds `resume_note` (damaged checkpoints passed over, or None) and the precision's."""
 
     def eval(self, epoch: int, metrics: dict[str, float]) -> None:
         """The evaluation after `epoch` (1-based count of completed epochs)."""
@@ -248,6 +252,20 @@ def load_dataset(spec: RunSpec):
                         per_class=spec.per_class, **spec.dataset_params)
 
 
+def _check_fits(state: dict[str, Any], model: nn.Module) -> None:
+    """Raise `CheckpointDamaged` unless `state` has what a resume loads and its model tensors
+    have the model's names and shapes (checked before anything is loaded into the model)."""
+    missing = [k for k in ("model", "optimizer", "scheduler", "rng") if not isinstance(state.get(k), dict)]
+    if missing:
+        raise CheckpointDamaged(f"it lacks {', '.join(missing)}")
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state["model"].items()}
+    if want != have:
+        bad = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+        raise CheckpointDamaged(f"its model does not fit this run's ({', '.join(bad[:3])}"
+                                f"{', …' if len(bad) > 3 else ''})")
+
+
 def _atomic_json(path: Path, obj: dict) -> None:
     from ncbench.events import atomic_write_bytes
 
@@ -311,8 +329,13 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
 
     # --- 4. resume -----------------------------------------------------------------------------
     first_epoch, elapsed_before, best = 1, 0.0, None
-    ckpt_file = checkpoint_path(run_dir) if run_dir is not None else None
-    ckpt = load_checkpoint(ckpt_file, map_location="cpu") if ckpt_file is not None else None
+    # the latest checkpoint that verifies, else the previous one, else none (ncbench.checkpoint);
+    # `resume_note` says what was wrong with the ones passed over (None: nothing was)
+    ckpt, resume_note = None, None
+    if run_dir is not None:
+        found = resume_checkpoint(run_dir, run_id=spec.run_id, max_epoch=spec.epochs,
+                                  check=lambda state: _check_fits(state, model))
+        ckpt, resume_note = found.state, found.note
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -326,14 +349,15 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
         train_batches.set_epoch(first_epoch - 1)
         del ckpt
     resumed_from = first_epoch - 1 if first_epoch > 1 else None
-    sink.start(device=str(device), resumed_from_epoch=resumed_from, **setup.info())
+    sink.start(device=str(device), resumed_from_epoch=resumed_from, resume_note=resume_note,
+               **setup.info())
     last_ckpt_time = time.perf_counter()
 
     def save(epoch: int) -> None:
         nonlocal last_ckpt_time
-        if ckpt_file is None:
+        if run_dir is None:
             return
-        save_checkpoint(ckpt_file, {
+        save_checkpoint(run_dir, {
             "run_id": spec.run_id, "epoch": epoch,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),

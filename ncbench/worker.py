@@ -1,11 +1,13 @@
 """The worker process of one run: `python -m ncbench.worker RUN_DIR`.
 
-It reads `RUN_DIR/spec.json`, resumes from `RUN_DIR/checkpoint.pt` if there is one, trains
+It reads `RUN_DIR/spec.json`, resumes from the run's checkpoint if one verifies, trains
 (`ncbench.train.train_run`) and reports through `RUN_DIR/events.jsonl` (`ncbench.events`; the
 file names are `ncbench.rundir`'s, the statuses and attempt numbers `ncbench.lifecycle`'s):
 
-- `start` (once setup is done): attempt, host, device, pid, resumed_from_epoch, plus `slot`,
-  `executor`, `cuda_visible_devices` and `threads` as given by the executor;
+- `start` (once setup is done): attempt, host, device, pid, resumed_from_epoch, resume_note
+  (damaged checkpoints passed over — `ncbench.checkpoint` — also written as a `note` event and
+  to stderr; None), plus `slot`, `executor`, `cuda_visible_devices` and `threads` as given by
+  the executor;
 - `eval` per evaluation — an epoch already in the log (a resumed run redoing epochs after its
   last checkpoint) is not logged again;
 - `end`: done | diverged | interrupted | failed (error = one line, `Type: message`; the full
@@ -112,8 +114,12 @@ class WorkerSink:
     def start(self, *, device: str, resumed_from_epoch: int | None, **info: Any) -> None:
         self.epoch = resumed_from_epoch or 0
         self.phase = PHASE_TRAIN
+        note = info.get("resume_note")
         self.log.start(self.attempt, device=device, resumed_from_epoch=resumed_from_epoch,
                        **self.info, **info)
+        if note:  # damaged checkpoints passed over (ncbench.checkpoint): worker.log, a note event
+            print(f"ncbench worker: checkpoint: {note}", file=sys.stderr, flush=True)
+            self.log.note(f"checkpoint: {note}")
 
     def eval(self, epoch: int, metrics: dict[str, float]) -> None:
         if epoch in self.logged:

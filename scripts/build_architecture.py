@@ -26,14 +26,15 @@ END = "<!-- END MODULES -->"
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Shared foundations", ("ncbench", "ncbench.__main__", "ncbench.errors", "ncbench.registry")),
     ("Config → run specs", (
-        "ncbench.config", "ncbench.names", "ncbench.paths", "ncbench.runs", "ncbench.preflight")),
+        "ncbench.config", "ncbench.config_values", "ncbench.names", "ncbench.paths", "ncbench.runs", "ncbench.preflight",
+        "ncbench.model_size")),
     ("Grid and executors", ("ncbench.grid", "ncbench.executors", "ncbench.progress")),
     ("Worker: training and NC metrics", (
         "ncbench.worker", "ncbench.train", "ncbench.data", "ncbench.batches", "ncbench.models",
         "ncbench._resnet", "ncbench.losses", "ncbench.nc", "ncbench.precision",
         "ncbench.checkpoint")),
     ("Run directories and events", ("ncbench.rundir", "ncbench.events", "ncbench.lifecycle")),
-    ("Store", ("ncbench.schema", "ncbench.store")),
+    ("Store", ("ncbench.schema", "ncbench.ingest", "ncbench.store")),
     ("Views", ("ncbench.listing", "ncbench.report", "ncbench.tui")),
     ("Command line", ("ncbench.cli",)),
     ("Theory check: the unconstrained feature model", ("ncbench.ufm",)),

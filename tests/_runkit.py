@@ -219,3 +219,46 @@ def fail_once(num_classes: int, marker: str = ""):
         return F.cross_entropy(logits, target)
 
     return loss
+
+
+# -- a process that the permission bits apply to (the tests run as root) -------------------------
+
+NOBODY = 65534
+_CAPSET = 0x20080522  # _LINUX_CAPABILITY_VERSION_3
+
+
+def as_nobody() -> None:  # pragma: no cover - runs in the child between fork and exec
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def without_capabilities() -> None:  # pragma: no cover - runs in the child before exec
+    """Stay root but lose every capability across exec (no CAP_DAC_OVERRIDE, CAP_FOWNER…): the
+    permission bits then apply to this process as to any user's."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP (EINVAL past the last cap: ignored)
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable × 2: all empty
+    libc.capset(ctypes.byref(Header(_CAPSET, 0)), data)
+
+
+def unprivileged(probe_dir: Path):
+    """A preexec_fn under which the child cannot write what this process can (None when not
+    root), and how: `nobody` (uid 65534) if it can run this interpreter, else root without
+    capabilities (the interpreter may live in root's 0700 home, e.g. under pyenv)."""
+    if os.geteuid() != 0:
+        return None, "user"
+    try:
+        ok = subprocess.run([sys.executable, "-c", "import ncbench.cli"], preexec_fn=as_nobody,
+                            cwd=probe_dir, capture_output=True, env=env()).returncode == 0
+    except PermissionError:  # cannot even execute the interpreter
+        ok = False
+    return (as_nobody, "nobody") if ok else (without_capabilities, "root-without-capabilities")

@@ -68,7 +68,9 @@ def make_tui_db(path: str | Path) -> dict[str, dict[int, dict[str, float]]]:
             finished = (started + timedelta(minutes=5)
                         if status in ("done", "failed", "diverged") else None)
             cfg = {"experiment": exp, "dataset": "digits", "model": "mlp", "loss": loss,
-                   "width": width, "epochs": epochs, "seed": seed, "lr": 0.1, "batch_size": 128}
+                   "width": width, "epochs": epochs, "seed": seed, "lr": 0.1, "batch_size": 128,
+                   "weight_decay": 5e-4, "momentum": 0.9, "precision": "fp32",
+                   "loss_params": {"gamma": 2.0} if loss == "fl" else {}}
             con.execute(
                 "INSERT INTO runs (run_id, experiment, dataset, model, loss, width, epochs, seed,"
                 " status, config, created_at, started_at, finished_at, host, device, error,"

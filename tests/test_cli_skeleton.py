@@ -40,3 +40,35 @@ def test_help_does_not_import_torch():
     code = "import sys; from ncbench.cli import app; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_help_shows_flags_as_flags():
+    """Every command's --help: a flag (--dry-run, --json, --help) shows no "<bool>" value
+    placeholder, while options that take a value keep theirs (issue 14)."""
+    from ncbench.cli import app
+
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert {"run", "status", "report"} <= set(names)
+    for name in [None, *names]:
+        args = [sys.executable, "-m", "ncbench", *([name] if name else []), "--help"]
+        out = subprocess.run(args, capture_output=True, text=True, env={**_env(), "COLUMNS": "200"})
+        assert out.returncode == 0, out.stderr
+        assert "<bool>" not in out.stdout, name
+        assert "--help" in out.stdout
+    run_help = subprocess.run([sys.executable, "-m", "ncbench", "run", "--help"], capture_output=True,
+                              text=True, env={**_env(), "COLUMNS": "200"}).stdout
+    assert re.search(r"--dry-run\s+Show what would run", run_help)
+    assert re.search(r"--config\s+-c\s+<path>", run_help)
+
+
+def _env() -> dict:
+    import os
+
+    return dict(os.environ)
+
+
+def test_plural_helper():
+    from ncbench.errors import plural
+
+    assert [plural(n, "run") for n in (0, 1, 2)] == ["0 runs", "1 run", "2 runs"]
+    assert plural(1, "match", "matches") == "1 match" and plural(3, "match", "matches") == "3 matches"

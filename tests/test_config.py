@@ -329,26 +329,31 @@ def test_registry_refuses_an_undeclared_name():
 
 def test_config_checks_names_against_the_declaration(tmp_path):
     """config validates names against ncbench.names (the registries' declaration), not a copy."""
-    from ncbench import config
+    from ncbench import config, config_values
 
-    assert config.BUILTIN is names.BUILTIN and not hasattr(config, "BUILTIN_NAMES")
+    assert config_values.BUILTIN is names.BUILTIN and not hasattr(config, "BUILTIN_NAMES")
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, BASE.replace('model = "mlp"', 'model = "tinny"')))
     assert f"known: {', '.join(names.MODELS)} (or" in info.value.reason
 
 
 def test_config_imports_no_training_code_and_no_preflight():
-    """config.py's imports, read from its source (function-level ones too): only torch-free
-    modules below it — never torch, the registries' modules or the pre-flight."""
+    """config.py's (and its value checks') imports, read from the source (function-level ones
+    too): only torch-free modules below it — never torch, the registries' modules or the
+    pre-flight."""
     import ast
 
-    tree = ast.parse((ROOT / "ncbench" / "config.py").read_text())
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    ours = {m for m in imported if m.startswith("ncbench")}
-    assert ours == {"ncbench.errors", "ncbench.names", "ncbench.paths", "ncbench.registry",
-                    "ncbench.runs"}, ours
-    assert not any(m.split(".")[0] == "torch" for m in imported)
+    expected = {"config": {"ncbench.config_values", "ncbench.errors", "ncbench.names",
+                           "ncbench.paths", "ncbench.runs"},
+                "config_values": {"ncbench.errors", "ncbench.names", "ncbench.registry",
+                                  "ncbench.runs"}}
+    for module, allowed in expected.items():
+        tree = ast.parse((ROOT / "ncbench" / f"{module}.py").read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        ours = {m for m in imported if m.startswith("ncbench")}
+        assert ours == allowed, (module, ours)
+        assert not any(m.split(".")[0] == "torch" for m in imported)
 
 
 def test_config_does_not_import_torch():

@@ -140,3 +140,75 @@ def test_write_figures_all_experiments(db, tmp_path):
         data = p.read_bytes()
         assert len(data) > 5000
         assert data.startswith(b"\x89PNG") if p.suffix == ".png" else data.startswith(b"%PDF")
+
+
+# ------------------------------------------------------------------------------------------
+# issue 14 item 9: ticks on evaluated epochs; the centred NC2/NC3
+# ------------------------------------------------------------------------------------------
+
+
+def _eval_db(path: Path, evals, *, centred: bool = True) -> Path:
+    """One experiment 'ev', losses ce and mse, evaluated at the epochs `evals` only."""
+    from _report_data import _insert_run
+    from ncbench import schema
+
+    c = duckdb.connect(str(path))
+    schema.apply(c)
+    rows = []
+    for k, loss in enumerate(("ce", "mse")):
+        _insert_run(c, f"e{k}", "ev", loss, 1.0, max(evals), 0, "done")
+        for e in evals:
+            m = {"train_acc": 0.9, "val_acc": 0.8, "test_acc": 0.8, "nc1": 1.0 / e, "nc2": 0.5,
+                 "nc3": 0.4}
+            if centred:
+                m |= {"nc2_centered": 0.05 / e, "nc3_centered": 0.04 / e}
+            rows += [(f"e{k}", e, key, v) for key, v in m.items()]
+    c.execute("INSERT INTO metrics VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(rows)),
+              [x for row in rows for x in row])
+    c.close()
+    return path
+
+
+def _ticks(ax) -> list[float]:
+    return [float(t) for t in ax.get_xticks()]
+
+
+def test_x_ticks_fall_on_evaluated_epochs(tmp_path):
+    path = _eval_db(tmp_path / "a.duckdb", [5, 10, 15])
+    with duckdb.connect(str(path), read_only=True) as c:
+        for fig in (figures.figure_nc(c, "ev"), figures.figure_accuracy(c, "ev")):
+            for ax in fig.get_axes():
+                assert _ticks(ax) == [5.0, 10.0, 15.0]
+
+
+def test_single_evaluation_has_one_tick(tmp_path):
+    path = _eval_db(tmp_path / "one.duckdb", [5])
+    with duckdb.connect(str(path), read_only=True) as c:
+        for ax in figures.figure_accuracy(c, "ev").get_axes():
+            assert _ticks(ax) == [5.0]
+
+
+def test_many_evaluations_ticks_are_a_subset_of_them(tmp_path):
+    evals = list(range(5, 205, 5))  # 40 evaluations
+    path = _eval_db(tmp_path / "many.duckdb", evals)
+    with duckdb.connect(str(path), read_only=True) as c:
+        ticks = _ticks(figures.figure_nc(c, "ev").get_axes()[0])
+    assert len(ticks) <= figures.MAX_XTICKS and 200.0 in ticks
+    assert set(ticks) <= {float(e) for e in evals}
+
+
+def test_fig1_plots_centred_nc2_nc3_and_labels_them(tmp_path):
+    path = _eval_db(tmp_path / "c.duckdb", [5, 10, 15])
+    with duckdb.connect(str(path), read_only=True) as c:
+        axes = figures.figure_nc(c, "ev").get_axes()
+        for ax, metric in zip(axes[1:], ("nc2_centered", "nc3_centered")):
+            assert "centred W" in ax.get_title() and "centred W" in ax.get_ylabel()
+            ref = report.curves(c, "ev", metric)
+            for ln in ax.get_lines():
+                np.testing.assert_allclose(ln.get_ydata(), ref[ln.get_label()].mean)
+    # a database without centred values: the uncentred metric, labelled as such
+    path = _eval_db(tmp_path / "u.duckdb", [5, 10, 15], centred=False)
+    with duckdb.connect(str(path), read_only=True) as c:
+        axes = figures.figure_nc(c, "ev").get_axes()
+        assert "uncentred W" in axes[1].get_title()
+        assert all(list(ln.get_ydata()) == [0.5, 0.5, 0.5] for ln in axes[1].get_lines())

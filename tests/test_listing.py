@@ -274,7 +274,7 @@ def test_status_json_keys_and_values(shared_db):
     assert list(rows[0]) == [
         "experiment", "run_id", "dataset", "model", "loss", "width", "epochs", "seed", "status",
         "last_epoch", "executor", "slot", "device", "host", "attempt", "slurm_job_id", "pid",
-        "heartbeat_at", "started_at", "finished_at", "error", "progress", "heartbeat_age_s",
+        "heartbeat_at", "started_at", "finished_at", "error", "note", "progress", "heartbeat_age_s",
         "test_acc", "nc1", "stored", "listed"]
     by_id = {r["run_id"]: r for r in rows}
     want = _status_rows(cfg_path)

@@ -110,6 +110,116 @@ def test_a_bad_option_names_its_flag_or_its_config_key(tmp_path):
     assert not any(d.is_dir() for d in run_dirs(tmp_path / ".ncbench"))
 
 
+def test_every_executor_setting_is_checked_before_anything_runs_dry_run_too(tmp_path):
+    """#17: `[executor.local] workers = -1 / "two" / 1.5`, `retries = -1 / "x"`, `per_gpu = 0`,
+    and the flags `--workers 0`, `--per-gpu 0`, `--retries -1`, `--gpus 0` (no GPU here) passed
+    `--dry-run` and were found only once the runs were registered (or, `retries = "x"`, crashed
+    the manager when a run failed). Now each is an error naming the config file and key, or the
+    flag, before anything is registered — in a dry run too."""
+    from ncbench.grid import run_grid
+
+    cfg = write_config(tmp_path, experiment("tiny", epochs=1))
+    text = cfg.read_text()
+    for line, reason in (("workers = -1", "must be ≥ 1, got -1"),
+                         ('workers = "two"', "expected an integer ≥ 1, got 'two'"),
+                         ("workers = 1.5", "expected an integer ≥ 1, got 1.5"),
+                         ("retries = -1", "must be ≥ 0, got -1"),
+                         ('retries = "x"', "expected an integer ≥ 0, got 'x'"),
+                         ("per_gpu = 0", "must be ≥ 1, got 0"),
+                         ("per_gpu = true", "expected an integer ≥ 1, got True")):
+        cfg.write_text(f"[executor.local]\n{line}\n" + text)
+        key = line.split(" ")[0]
+        for dry_run in (True, False):
+            with pytest.raises(ConfigError) as info:
+                run_grid(cfg, dry_run=dry_run, preflight=False)
+            assert str(info.value) == f"{cfg}, key 'executor.local.{key}': {reason}"
+    cfg.write_text(text)
+    flags = [({"workers": 0}, "--workers: must be ≥ 1, got 0"),
+             ({"per_gpu": 0}, "--per-gpu: must be ≥ 1, got 0"),
+             ({"retries": -1}, "--retries: must be ≥ 0, got -1")]
+    if not os.environ.get("CUDA_VISIBLE_DEVICES") and not _cuda():
+        flags.append(({"gpus": "0"}, "--gpus: GPU 0: no GPU is visible here"))
+    for options, message in flags:
+        for dry_run in (True, False):
+            with pytest.raises(UsageError) as info:
+                run_grid(cfg, options=options, dry_run=dry_run, preflight=False)
+            assert str(info.value).startswith(message)
+    assert not (tmp_path / ".ncbench").exists() and not (tmp_path / "ncbench.duckdb").exists()
+    # through the command line: exit 2, one line, nothing would run
+    out = ncbench("run", "--config", str(cfg), "--dry-run", "--per-gpu", "0", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip() == "error: --per-gpu: must be ≥ 1, got 0"
+    assert "would run" not in out.stdout and not (tmp_path / ".ncbench").exists()
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.device_count() > 0
+
+
+def test_slurm_settings_name_the_flag_they_came_from(tmp_path):
+    """`check_options` named `executor.slurm.<key>` of the config file even for a value the
+    command line gave: the flag is named then; the config's values still name file and key."""
+    from ncbench.executors.slurm import check_options
+    from ncbench.grid import run_grid
+
+    cfg = write_config(tmp_path, experiment("tiny", epochs=1))
+    for options, message in (({"time_min": 0}, "--slurm-time: expected an integer ≥ 1, got 0"),
+                             ({"retries": -1}, "--retries: expected an integer ≥ 0, got -1"),
+                             ({"mem_gb": float("nan")}, "--slurm-mem-gb: expected a positive"),
+                             ({"gpus_per_run": -1}, "--slurm-gpus: expected an integer ≥ 0"),
+                             ({"workers": 2}, "--workers: a local executor option")):
+        with pytest.raises(UsageError) as info:
+            run_grid(cfg, executor="slurm", options=options, dry_run=True, preflight=False)
+        assert str(info.value).startswith(message), str(info.value)
+    cfg.write_text('[executor.slurm]\nretries = "x"\n' + cfg.read_text())
+    with pytest.raises(ConfigError, match=r"key 'executor.slurm.retries': expected an integer ≥ 0"):
+        run_grid(cfg, executor="slurm", dry_run=True, preflight=False)
+    with pytest.raises(ConfigError, match="executor.slurm.mem_gb"):
+        check_options({"mem_gb": float("inf")}, "exp.toml")  # would overflow into sbatch's --mem
+    assert not (tmp_path / ".ncbench").exists()
+
+
+def test_a_device_the_workers_do_not_have_is_a_config_error(tmp_path):
+    """#17: `device = "cuda"` without a GPU (`cuda:3` with fewer, `mps` where it is missing) was
+    accepted, then failed in every worker: the pre-flight names file, experiment and key."""
+    from ncbench.grid import run_grid
+    from ncbench.preflight import check_devices
+
+    from dataclasses import replace
+
+    spec = RunSpec(experiment="e", dataset="digits", model="mlp", loss="ce", width=1.0, epochs=1,
+                   seed=0)
+    for cuda, mps, device, why in ((0, False, "cuda", "no CUDA device is visible"),
+                                   (2, False, "cuda:3", r"each worker sees 2 CUDA device\(s\)"),
+                                   (1, False, "cuda:1", r"each worker sees 1 CUDA device\(s\)"),
+                                   (4, False, "mps", "MPS is not available")):
+        with pytest.raises(ConfigError, match=why) as info:
+            check_devices([replace(spec, device=device)], cuda_devices=cuda,
+                          mps=mps)
+        assert (info.value.experiment, info.value.key) == ("e", "device")
+    for cuda, mps, device in ((1, False, "cuda"), (4, False, "cuda:3"), (0, True, "mps"),
+                              (0, False, "cpu"), (0, False, "auto")):
+        check_devices([replace(spec, device=device)], cuda_devices=cuda, mps=mps)
+    if _cuda():
+        return  # the end-to-end half needs a machine without a GPU
+    cfg = write_config(tmp_path, experiment("tiny", epochs=1).replace('device = "cpu"',
+                                                                       'device = "cuda"'))
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError) as info:
+            run_grid(cfg, dry_run=dry_run)
+        e = info.value
+        assert (e.file, e.experiment, e.key) == (str(cfg), "tiny", "device") and e.line
+    # the local executor pins one GPU per worker: fake GPUs are no CUDA device for the workers
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        os.environ["NCBENCH_FAKE_GPUS"] = "2"
+        try:
+            run_grid(cfg, dry_run=True)
+        finally:
+            del os.environ["NCBENCH_FAKE_GPUS"]
+    assert not (tmp_path / ".ncbench").exists()
+
+
 # -- exit causes ----------------------------------------------------------------------------------
 
 
@@ -121,6 +231,23 @@ def test_describe_exit(tmp_path):
     assert describe_exit(139) == "exit code 139 (SIGSEGV)"
     assert describe_exit(3) == "exit code 3"
     assert describe_exit(1, log) == "exit code 1: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+def test_the_executors_own_banner_is_not_taken_for_the_error(tmp_path):
+    """#17: a killed worker's error read "killed by SIGKILL: --- attempt 1 on slot cpu0 at
+    21:36:08 ---" (the banner the executor writes into worker.log before each attempt)."""
+    from ncbench.executors.local import attempt_banner, is_attempt_banner
+
+    banner = attempt_banner(1, "cpu0", "21:36:08")
+    assert banner == "--- attempt 1 on slot cpu0 at 21:36:08 ---" and is_attempt_banner(banner)
+    assert not is_attempt_banner("--- attempt to read the data ---")
+    log = tmp_path / WORKER_LOG
+    log.write_text(f"ncbench worker: standby\n{banner}\n")
+    assert describe_exit(-signal.SIGKILL, log) == "killed by SIGKILL"
+    log.write_text(f"{banner}\nloading data\nRuntimeError: boom\n{attempt_banner(2, 'gpu0.1')}\n")
+    assert describe_exit(1, log) == "exit code 1: RuntimeError: boom"
+    log.write_text(f"{banner}\nsome last words\n{attempt_banner(2, 'gpu0.1')}\n")
+    assert describe_exit(-signal.SIGKILL, log) == "killed by SIGKILL: some last words"
 
 
 def test_segfaulting_worker_is_reported_with_its_signal(tmp_path):

@@ -637,7 +637,7 @@ final AS (
 SELECT
     r.run_id, r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed, r.status,
     r.config,
-    CAST(json_extract_string(r.config, '$.batch_size') AS INTEGER) AS batch_size,
+    TRY_CAST(json_extract_string(r.config, '$.batch_size') AS BIGINT) AS batch_size,
     CAST(json_extract_string(r.config, '$.lr') AS DOUBLE) AS lr,
     CAST(json_extract_string(r.config, '$.weight_decay') AS DOUBLE) AS weight_decay,
     json_extract(r.config, '$.loss_params') AS loss_params,
@@ -790,3 +790,40 @@ def test_curves_many_is_curves_of_each_metric(con):
     assert report.curves_many(con, "grid", ["nc1"], where="seed > 99") == {"nc1": {}}
     with pytest.raises(UnknownNameError, match="nc9"):
         report.curves_many(con, "grid", ["nc1", "nc9"])
+
+
+# ------------------------------------------------------------------------------------------
+# issue 14: LaTeX numbers, the NC caption, a declared experiment without runs
+# ------------------------------------------------------------------------------------------
+
+
+def test_latex_prints_scientific_numbers_as_math():
+    from ncbench.report.blocks import CellStats, NCBlock, NCRow, Report
+
+    stats = {"final_nc1": CellStats(1.02e-4, 3e-5, 3), "final_nc2": CellStats(0.25, None, 1)}
+    block = NCBlock("x", {"dataset": "digits", "model": "mlp"}, "width", "epochs",
+                    ["final_nc1", "final_nc2"], [NCRow(1.0, 4, "ce", stats)])
+    text = report.render(Report(accuracy=[], nc=[block]), "latex")
+    assert "e-04" not in text and "e-05" not in text
+    assert r"$1.02\times10^{-4}$ $\pm$ $3.00\times10^{-5}$ (3)" in text
+    assert "0.25 (1)" in text
+
+
+def test_nc_caption_wording():
+    assert "mean over ±std" not in report.NC_LEGEND_COMPACT
+    assert "mean over seeds" in report.NC_LEGEND_COMPACT and "±std below" in report.NC_LEGEND_COMPACT
+
+
+def test_declared_experiment_without_runs_says_so(db, tmp_path):
+    """`report NAME` for an experiment of the config with nothing stored: "no finished runs"
+    and how many are declared (queued), not "unknown experiment"; a typo stays unknown."""
+    from _runkit import experiment, write_config
+
+    cfg = write_config(tmp_path, experiment("cifar", losses=("ce", "mse", "fl")))
+    out = cli("cifar", "--config", str(cfg), "--db", str(db))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "unknown experiment" not in out.stderr
+    assert "'cifar' has no finished runs" in out.stderr and "3 runs declared" in out.stderr
+    assert "queued" in out.stderr and "ncbench run cifar" in out.stderr
+    typo = cli("cifra", "--config", str(cfg), "--db", str(db))
+    assert typo.returncode == 2 and "unknown experiment 'cifra'" in typo.stderr

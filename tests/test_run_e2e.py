@@ -63,3 +63,42 @@ def test_bad_config_exits_2_and_stores_nothing(tmp_path):
     assert out.returncode == 2
     assert "lernrate" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "ncbench.duckdb").exists() and not (tmp_path / ".ncbench").exists()
+
+
+def test_piped_summary_keeps_every_column_labelled(tmp_path):
+    """Piped at 80 columns (a log, CI): the summary keeps every column and the whole run label;
+    the accuracies are labelled ("test @ best val", "final test") and in percent; "1 run"."""
+    long = "a_rather_long_experiment_name_for_the_summary"
+    cfg = write_config(tmp_path, experiment(long, losses=("ce",), epochs=2, eval_every=1))
+    out = ncbench("run", "--config", str(cfg), cwd=tmp_path, COLUMNS="80")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    done = next(ln for ln in lines if ln.startswith("done "))
+    assert "final test " in done and "%" in done and "test_acc=" not in done
+    row = next(ln for ln in lines if f"{long}/gaussian/mlp/ce/w0.125/e2/s0" in ln
+               and ln.startswith("│"))  # the summary's row, label not cut
+    assert "…" not in row and row.count("%") == 4 and "done" in row and "2/2" in row
+    header = "\n".join(lines[lines.index(row) - 4:lines.index(row)])
+    for word in ("run", "status", "epoch", "final", "train", "best", "val", "test @", "nc1"):
+        assert word in header, word
+    [(final_test, at_best),] = query(tmp_path / "ncbench.duckdb",
+                                     "SELECT final_test_acc, test_acc_at_best_val FROM results")
+    cells = [c.strip() for c in row.split("│") if c.strip()]
+    assert cells[-3:-1] == [f"{100 * at_best:.1f}%", f"{100 * final_test:.1f}%"]
+    assert "1 run: 1 done" in out.stdout and "1 runs" not in out.stdout
+    dry = ncbench("run", "--config", str(cfg), "--dry-run", cwd=tmp_path)
+    assert "0 of 1 run would run" in dry.stdout
+
+
+def test_dry_run_with_a_file_that_is_no_database_fails_like_a_real_run(tmp_path):
+    """Issue 14: `run --dry-run --db not-a-database` must say what a real run says (exit 2)."""
+    cfg = write_config(tmp_path, experiment("tiny", losses=("ce",), epochs=1))
+    junk = tmp_path / "not-a-database"
+    junk.write_text("this is not a DuckDB file\n")
+    for extra in (["--dry-run"], []):
+        out = ncbench("run", "--config", str(cfg), "--db", str(junk), *extra, cwd=tmp_path)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "not a readable ncbench database" in out.stderr and "Traceback" not in out.stderr
+        assert junk.read_text() == "this is not a DuckDB file\n"
+        if extra:  # the dry run wrote nothing
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["experiments.toml", junk.name]

@@ -112,7 +112,10 @@ def test_status_table_and_json_with_db(populated):
     table = cli("status", "demo", cwd=tmp)
     assert table.returncode == 0, table.stderr
     line = next(ln for ln in table.stdout.splitlines() if specs[0].run_id in ln)
-    assert "done" in line and "10/10" in line and "0.8125" in line and "nan" in line
+    assert "done" in line and "10/10" in line and "nan" in line
+    # percent, labelled (issue 14): the last evaluation's test accuracy, as the run's done line
+    assert "81.2%" in line and "0.8125" not in line
+    assert "final test" in table.stdout.splitlines()[0]
     assert "queued 6" in table.stdout and "running 1" in table.stdout and "done 1" in table.stdout
     only = cli("status", "--status", "done", "--json", cwd=tmp)
     assert [r["run_id"] for r in json.loads(only.stdout)] == [specs[0].run_id]
@@ -197,6 +200,19 @@ def test_sql_bad_format_and_missing_db(tmp_path):
     out = cli("sql", "SELECT 1", cwd=tmp_path)
     assert out.returncode == 2 and "no results yet" in out.stderr and "ncbench run" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_status_explicit_db_must_exist(tmp_path):
+    """`status --db typo.duckdb` is an error like `sql`'s (issue #17 item 7), not a listing of
+    every run as queued; without --db a fresh project still lists its runs as queued."""
+    (tmp_path / "experiments.toml").write_text(CONFIG)
+    out = cli("status", "--db", "typo.duckdb", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "typo.duckdb does not exist" in out.stderr and "Traceback" not in out.stderr
+    assert "queued" not in out.stdout
+    fresh = cli("status", cwd=tmp_path)
+    assert fresh.returncode == 0 and "queued 8" in fresh.stdout, fresh.stdout + fresh.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiments.toml"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ directories hold news the database has not seen."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -15,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from _runkit import NOBODY as _NOBODY
 from _runkit import env, experiment, ncbench, query, write_config
+from _runkit import unprivileged as _unprivileged
 
 from ncbench.errors import StoreError
 from ncbench.events import EventLog, write_spec
@@ -110,43 +111,7 @@ def test_refresh_reports_a_real_error_instead_of_swallowing_it(tmp_path):
 
 # -- status on a database file the user cannot write --------------------------------------------
 
-_NOBODY = 65534
-_CAPSET = 0x20080522  # _LINUX_CAPABILITY_VERSION_3
-
-
-def _as_nobody() -> None:  # pragma: no cover - runs in the child between fork and exec
-    os.setgroups([])
-    os.setgid(_NOBODY)
-    os.setuid(_NOBODY)
-
-
-def _without_capabilities() -> None:  # pragma: no cover - runs in the child before exec
-    """Stay root but lose every capability across exec (no CAP_DAC_OVERRIDE, CAP_FOWNER…): the
-    permission bits then apply to this process as to any user's."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in range(64):
-        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP (EINVAL past the last cap: ignored)
-    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable × 2: all empty
-    libc.capset(ctypes.byref(Header(_CAPSET, 0)), data)
-
-
-def _unprivileged(probe_dir: Path):
-    """A preexec_fn under which the child cannot write what this process can (None when not
-    root), and how: `nobody` (uid 65534) if it can run this interpreter, else root without
-    capabilities (the interpreter may live in root's 0700 home, e.g. under pyenv)."""
-    if os.geteuid() != 0:
-        return None, "user"
-    try:
-        ok = subprocess.run([sys.executable, "-c", "import ncbench.cli"], preexec_fn=_as_nobody,
-                            cwd=probe_dir, capture_output=True, env=env()).returncode == 0
-    except PermissionError:  # cannot even execute the interpreter
-        ok = False
-    return (_as_nobody, "nobody") if ok else (_without_capabilities, "root-without-capabilities")
+# the helpers that drop root's privileges live in _runkit (also used by test_paths)
 
 
 def test_status_reads_a_database_the_user_cannot_write(tmp_path):

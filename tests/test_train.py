@@ -133,8 +133,8 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
     stop_after_ckpt = lambda: any(e == 2 for e, _ in first.evals)  # noqa: E731
     assert train_run(spec, first, run_dir=tmp_path / "b", should_stop=stop_after_ckpt) == "interrupted"
     assert [e for e, _ in first.evals] == [2]
-    ckpt = torch.load(checkpoint_path(tmp_path / "b"), weights_only=True)  # plain types only
-    assert ckpt["epoch"] == 2 and ckpt["best"]["epoch"] == 2
+    ckpt = load_checkpoint(checkpoint_path(tmp_path / "b"))  # verified; weights_only=True inside
+    assert ckpt["epoch"] == 2 and ckpt["best"]["epoch"] == 2 and ckpt["run_id"] == spec.run_id
 
     second = ListSink()
     assert train_run(spec, second, run_dir=tmp_path / "b") == "done"

@@ -973,7 +973,8 @@ async def test_start_queue_on_mount_and_toggle(tmp_path):
             await pilot.press("r")
             await wait_for(pilot, lambda: not controller.running, what="queue stop")
             await fresh_poll(pilot)
-            assert out.read_text() == "SIGINT" and "queue ■ exited (0)" in screen_text(app)
+            # the user stopped it: "stopped", not "exited (0)" nor "finished (exit code 130)"
+            assert out.read_text() == "SIGINT" and "queue ■ stopped" in screen_text(app)
     finally:
         controller.shutdown(timeout=5)
 
@@ -1014,3 +1015,225 @@ def test_default_selection_is_default_plus_stored_experiments(tmp_path):
     Store(tmp_path / "ncbench.duckdb").register_runs(expand(load_config(cfg_path), ["other"]))
     assert resolve_paths(cfg_path, None, None, None)[3] == ["small", "other"]
     assert resolve_paths(cfg_path, None, None, ["big"])[3] == ["big"]
+
+
+# ------------------------------------------------------------------------------------------
+# issue 14: what a researcher hits in the first hour (progress, axes, legends, clipping,
+# start-up states, queue stop, sort order)
+# ------------------------------------------------------------------------------------------
+
+def _edit_db(db: Path, *sql: str) -> None:
+    con = duckdb.connect(str(db))
+    try:
+        for statement in sql:
+            con.execute(statement)
+    finally:
+        con.close()
+
+
+def _paper_epochs_db(tmp_path) -> Path:
+    """The fixed database with paper-length runs: 85/200, 170/400, 17/800 epochs."""
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    _edit_db(db, "UPDATE runs SET epochs = 200, last_epoch = 85 WHERE run_id = 'demo-fl-s0'",
+             "UPDATE runs SET epochs = 400, last_epoch = 170 WHERE run_id = 'demo-fl-s1'",
+             "UPDATE runs SET epochs = 800, last_epoch = 17 WHERE run_id = 'demo-mse-s1'")
+    return db
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+@async_test
+async def test_progress_shows_whole_epoch_totals_and_elapsed_fits(tmp_path, size):
+    """200-, 400- and 800-epoch runs show `85/200`, not `85/20`; at 80 columns every column up
+    to Elapsed is whole (the header read `Elap`)."""
+    db = _paper_epochs_db(tmp_path)
+    app = make_app(db)
+    async with app.run_test(size=size) as pilot:
+        await fresh_poll(pilot)
+        text = screen_text(app)
+        for progress in ("85/200", "170/400", "17/800", "10/10"):
+            assert progress in text, text
+        header = next(line for line in text.splitlines() if "Progress" in line)
+        assert "Elapsed" in header, header
+        await pilot.resize_terminal(240 - size[0], 72 - size[1])  # the other size
+        await pilot.pause()
+        text = screen_text(app)
+        header = next(line for line in text.splitlines() if "Progress" in line)
+        assert "Elapsed" in header and "85/200" in text, text
+
+
+def test_y_range_fits_the_data_within_bounds():
+    from ncbench.tui.chart import y_range
+
+    lo, hi = y_range(0.96, 0.98, (0.0, 1.0))
+    assert 0.95 < lo < 0.96 and 0.98 < hi < 0.99  # not 0–1
+    assert y_range(0.97, 1.0, (0.0, 1.0))[1] == 1.0  # never above an accuracy's bound
+    assert y_range(0.0, 0.5, (0.0, math.inf))[0] == 0.0  # NC metrics: never below 0
+    lo, hi = y_range(0.5, 0.5)
+    assert lo < 0.5 < hi  # a flat series gets an axis around it
+
+
+def _y_labels(text: str, title: str) -> list[float]:
+    """The y tick labels of the chart titled `title` (first chart with that title)."""
+    import re
+
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if title in line)
+    col = lines[start].index(title)
+    left = lines[start].rfind("│", 0, col)
+    labels = []
+    for line in lines[start + 1:start + 30]:
+        cell = line[left:left + 12]
+        if "└" in cell:
+            break
+        m = re.search(r"(-?[\d.]+)┤", cell)
+        if m:
+            labels.append(float(m.group(1)))
+    return labels
+
+
+@async_test
+async def test_accuracy_charts_fit_the_data_and_nc2_is_one_line(tmp_path):
+    """Accuracy axes fit 96–98 % curves (not 0–1); NC2 in the run detail is one line (it
+    depends on W only), and legends sit in the chart borders, not on the curves."""
+    from ncbench.tui.chart import Chart
+    from ncbench.tui.screens import RunDetailScreen
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    high = ", ".join(f"('demo-ce-s0', {e}, '{m}', {0.96 + 0.002 * e})"
+                     for e in range(1, 11) for m in ("train_acc", "val_acc", "test_acc"))
+    _edit_db(db, "DELETE FROM metrics WHERE run_id = 'demo-ce-s0' AND name LIKE '%_acc'",
+             f"INSERT INTO metrics VALUES {high}",
+             "INSERT INTO metrics SELECT run_id, epoch, 'test_nc2', value FROM metrics "
+             "WHERE run_id = 'demo-ce-s0' AND name = 'nc2'")
+    app = make_app(db)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await fresh_poll(pilot)
+        app.push_screen(RunDetailScreen("demo-ce-s0"))
+        await fresh_poll(pilot)
+        await wait_for(pilot, lambda: app.screen.series.last_epoch == 10)
+        await pilot.pause()
+        text = screen_text(app)
+        labels = _y_labels(text, "Accuracy")
+        assert labels and min(labels) >= 0.95 and max(labels) <= 0.99, (labels, text)
+        nc2 = app.screen.query_one("#chart-nc2", Chart)
+        assert [s.label for s in nc2.series] == ["train = test (W only)"]
+        assert "━ train  ━ val  ━ test" in text  # the accuracy legend, in the border
+
+
+@async_test
+async def test_compare_legend_outside_plots_and_tables_not_clipped(tmp_path):
+    """160×48: one legend above the charts (not over the curves), the accuracy table's title
+    on one line, every NC column (NC3, NC4, test NC1) visible."""
+    from ncbench import report
+    from ncbench.tui.screens import CompareScreen
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    app = make_app(db)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await fresh_poll(pilot)
+        app.push_screen(CompareScreen("demo"))
+        await wait_for(pilot, lambda: app.screen.loads >= 1 and not app.screen._loading)
+        await pilot.pause()
+        text = screen_text(app)
+        assert text.count("ce (n=2)") == 1, text  # once, in the title: not in each plot
+        title = report.accuracy_title(app.screen.data["acc"][0])
+        assert any(title in line for line in text.splitlines()), text
+        header = next(line for line in text.splitlines()
+                      if "epochs" in line and "NC1" in line and "NC2" in line)
+        for column in ("NC3", "NC4", "test NC1"):
+            assert column in header, text
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+@async_test
+async def test_help_is_whole_and_config_panel_scrolls(tmp_path, size):
+    """The `?` help is not cut on the right; the detail's config panel scrolls (Tab reaches
+    it), so `loss_params` at its end can be read."""
+    from rich.text import Text
+
+    from ncbench.tui.screens import RunDetailScreen
+    from ncbench.tui.screens.dialogs import HELP
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    app = make_app(db)
+    async with app.run_test(size=size) as pilot:
+        await fresh_poll(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = screen_text(app)
+        for line in Text.from_markup(HELP).plain.splitlines():
+            if line.strip() and line[:16] in text:
+                assert line.rstrip() in text, (line, text)
+        await pilot.press("escape")
+        app.push_screen(RunDetailScreen("demo-fl-s0"))
+        await fresh_poll(pilot)
+        box = app.screen.query_one("#run-config-box")
+        while app.focused is not box:  # Tab through the charts to the panel
+            await pilot.press("tab")
+        box.scroll_end(animate=False)
+        await pilot.pause()
+        assert 'loss_params = {"gamma":2.0}' in screen_text(app)
+
+
+@async_test
+async def test_starting_runs_and_per_attempt_times(tmp_path):
+    """A run launched but not started yet says `starting…` with no elapsed time; a resumed run
+    does not show the previous attempt's elapsed time and ETA while its worker starts."""
+    from ncbench.tui.widgets import RunsTable
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    _edit_db(db, "UPDATE runs SET status = 'running', started_at = NULL, last_epoch = NULL, "
+                 "attempt = 1 WHERE run_id = 'demo-ls-s0'")
+    app = make_app(db)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await fresh_poll(pilot)
+        table = app.screen.query_one(RunsTable)
+
+        def cells(rid):
+            row = table.get_row(rid)
+            return [c.plain if hasattr(c, "plain") else str(c) for c in row]
+
+        ls = cells("demo-ls-s0")
+        assert ls[4] == "▶ starting…" and ls[8] == "–" and ls[9] == "–", ls
+        fl = cells("demo-fl-s0")
+        assert fl[4] == "▶ running" and fl[8] == "9m00s" and fl[9] != "–", fl
+        # demo-fl-s0 is launched again (attempt 2): the executor's row keeps attempt 1's start
+        _edit_db(db, "UPDATE runs SET attempt = 2 WHERE run_id = 'demo-fl-s0'")
+        await fresh_poll(pilot)
+        fl = cells("demo-fl-s0")
+        assert fl[4] == "▶ starting…" and fl[8] == "–" and fl[9] == "–", fl
+        # its start event arrives: the attempt's own times
+        _edit_db(db, "UPDATE runs SET started_at = TIMESTAMP '2025-01-01 12:09:00', "
+                     "start_epoch = 4 WHERE run_id = 'demo-fl-s0'")
+        await fresh_poll(pilot)
+        fl = cells("demo-fl-s0")
+        assert fl[4] == "▶ running" and fl[8] == "1m00s" and fl[9] == "–", fl
+
+
+def test_config_sort_is_the_config_order():
+    from ncbench.listing import RunRow
+    from ncbench.tui.rows import sort_rows
+
+    def row(rid, loss, seed):
+        return RunRow(rid, "demo", "digits", "mlp", loss, 1.0, 10, seed, "queued")
+
+    rows = [row("a", "mse", 0), row("b", "ce", 0), row("c", "mse", 1)]  # as the config lists
+    assert [r.run_id for r in sort_rows(rows, "config")] == ["a", "b", "c"]
+    assert [r.run_id for r in sort_rows(rows, "config", reverse=True)] == ["c", "b", "a"]
+
+
+@async_test
+async def test_sort_direction_arrows(tmp_path):
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    app = make_app(db)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await fresh_poll(pilot)
+        assert "sort: config ↑" in screen_text(app)
+        await pilot.press("S")
+        assert "sort: config ↓" in screen_text(app)

@@ -1,6 +1,18 @@
 """The Typer application object shared by the command modules of ncbench.cli."""
 
 import typer
+from typer.core import TyperOption
+
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_display_type(self, ctx):
+    """No value placeholder (Typer's "<bool>") for a flag: `--dry-run`, not `--dry-run <bool>`."""
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+# One place for every command's --help (and Typer's own --help option): flags take no value.
+TyperOption.display_type_rich = _flag_display_type
 
 app = typer.Typer(
     name="ncbench",

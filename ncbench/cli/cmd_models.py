@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import typer
 
 from ncbench.cli.app import app
-from ncbench.errors import ParameterError, UsageError
+from ncbench.errors import NcbenchError, ParameterError, UsageError
+
+#: The largest --classes and --input-shape size (2^31 - 1: torch's dimensions are int64, but no
+#: real model comes near), and the largest --width multiplier.
+MAX_DIM = 2 ** 31 - 1
+MAX_WIDTH = 1e6
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -21,7 +27,20 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
         shape = tuple(int(p) for p in re.split(r"\s*[,x×]\s*", text_))
     if len(shape) not in (1, 3) or any(s < 1 for s in shape):
         raise UsageError("--input-shape", f"must be C,H,W or D with positive integers, got {text!r}")
+    if any(s > MAX_DIM for s in shape):
+        raise UsageError("--input-shape", f"each size must be ≤ {MAX_DIM:,}, got {text!r}")
     return shape
+
+
+def check_sizes(classes: int, widths: list[float]) -> None:
+    """UsageError for a `--classes` or `--width` no model could be built with (before torch)."""
+    if classes < 1:
+        raise UsageError("--classes", f"must be ≥ 1, got {classes}")
+    if classes > MAX_DIM:
+        raise UsageError("--classes", f"must be ≤ {MAX_DIM:,}, got {classes}")
+    for w in widths:
+        if not (math.isfinite(w) and 0 < w <= MAX_WIDTH):
+            raise UsageError("--width", f"must be a number in (0, {MAX_WIDTH:g}], got {w!r}")
 
 
 def model_table(names: list[str] | None, classes: int, widths: list[float],
@@ -50,6 +69,16 @@ def model_table(names: list[str] | None, classes: int, widths: list[float],
                     raise
                 row.update(params=None, feature_dim=None,
                            note="needs (C,H,W) input" if exc.key == "model" else exc.reason)
+            except NcbenchError:  # an unknown name, ...: as it is
+                raise
+            except (ArithmeticError, RuntimeError, TypeError, ValueError, MemoryError) as exc:
+                # torch's own refusal of an impossible size (C++ frames and all): its first line
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if names:
+                    raise ParameterError(f"model '{name}' cannot be built with width {w:g}, "
+                                         f"{classes} classes and input shape "
+                                         f"{row['input_shape'] or 'default'}: {first}") from None
+                row.update(params=None, feature_dim=None, note=f"cannot be built: {first}")
             rows.append(row)
     return rows
 
@@ -65,8 +94,7 @@ def models(
     """List the models with parameter counts and feature dimension at the given width(s) and K."""
     if format not in ("table", "md", "json"):
         raise UsageError("--format", f"unknown format {format!r}; use table, md or json")
-    if classes < 1:
-        raise UsageError("--classes", f"must be ≥ 1, got {classes}")
+    check_sizes(classes, list(width) if width else [1.0])
     rows = model_table(list(model) if model else None, classes, list(width) if width else [1.0],
                        parse_shape(input_shape))
     if format == "json":

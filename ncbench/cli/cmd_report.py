@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
 from ncbench.cli.app import app
+from ncbench.errors import UsageError, plural
 from ncbench.paths import DEFAULT_CONFIG
 
 
@@ -34,13 +36,19 @@ def report(
 
     from ncbench import report as rep
     from ncbench.paths import resolve
-    from ncbench.store import check_ncbench_db, read_connection
+    from ncbench.store import check_ncbench_db, sandboxed_connection
 
     rep.check_format(fmt)
     rep.check_where(where)
+    for option, path, check in (("--output", output, _check_output), ("--figures", figures, _check_figures)):
+        try:
+            check(path)
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise UsageError(option, f"cannot use {str(path)!r}: {exc.strerror or exc}") from None
     db_path = resolve(config, db).db
-    with read_connection(db_path) as con:
+    with sandboxed_connection(db_path) as con:  # --where is user SQL: the results tables only
         check_ncbench_db(con, db_path)
+        _check_declared(con, config, db, experiments or [])
         result = rep.build_report(con, experiments or None, rows, cols, where,
                                   include_unfinished=include_unfinished)
         if metric != rep.ACCURACY_METRIC:
@@ -57,10 +65,17 @@ def report(
     if figures is not None:
         from ncbench.report.figures import save_figures
 
-        written = save_figures(figs, figures)
+        try:
+            written = save_figures(figs, figures)
+        except OSError as exc:
+            raise UsageError("--figures", f"cannot write figures to {str(figures)!r}: "
+                                          f"{exc.strerror or exc}") from None
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(rep.render(result, fmt))
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(rep.render(result, fmt))
+        except OSError as exc:
+            raise UsageError("--output", f"cannot write {str(output)!r}: {exc.strerror or exc}") from None
         Console(stderr=True).print(f"wrote {output}", highlight=False)
     elif fmt == "table":
         console = Console()
@@ -71,3 +86,74 @@ def report(
         typer.echo(rep.render(result, fmt), nl=False)
     if figures is not None:
         Console(stderr=True).print(f"wrote {len(written)} figure files to {figures}", highlight=False)
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The nearest existing ancestor folder of `path` when it is no folder (a file), else None."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _check_output(output: Path | None) -> None:
+    """UsageError unless `--output` names a file that can be written (before any work is done)."""
+    if output is None:
+        return
+    if str(output).strip() == "":
+        raise UsageError("--output", "empty file name")
+    if output.is_dir():
+        raise UsageError("--output", f"{str(output)!r} is a directory; give a file name "
+                                     "(e.g. report.md)")
+    blocker = _blocking_file(output)
+    if blocker is not None:
+        raise UsageError("--output", f"cannot write {str(output)!r}: {str(blocker)!r} is a file, "
+                                     "not a folder")
+    target = output if output.exists() else next((p for p in output.parents if p.exists()), Path("."))
+    if not os.access(target, os.W_OK):
+        raise UsageError("--output", f"cannot write {str(output)!r}: {str(target)!r} is not writable")
+
+
+def _check_figures(figures: Path | None) -> None:
+    """UsageError unless `--figures` names a folder that exists or can be made, writable."""
+    if figures is None:
+        return
+    if str(figures).strip() == "":
+        raise UsageError("--figures", "empty folder name")
+    if figures.exists() and not figures.is_dir():
+        raise UsageError("--figures", f"{str(figures)!r} is a file; --figures takes a folder "
+                                      "(the figures are written into it)")
+    blocker = _blocking_file(figures)
+    if blocker is not None:
+        raise UsageError("--figures", f"cannot make the folder {str(figures)!r}: {str(blocker)!r} "
+                                      "is a file")
+    target = figures if figures.exists() else next((p for p in figures.parents if p.exists()), Path("."))
+    if not os.access(target, os.W_OK):
+        raise UsageError("--figures", f"cannot write into {str(figures)!r}: {str(target)!r} is "
+                                      "not writable")
+
+
+def _check_declared(con, config: Path | None, db: Path | None, experiments: list[str]) -> None:
+    """ReportError for a named experiment that the config declares but the database has no
+    runs of yet ("no finished runs: N declared, all queued"), instead of "unknown experiment"."""
+    from ncbench.errors import ConfigError, ReportError
+    from ncbench.report.query import list_experiments
+
+    stored = set(list_experiments(con))
+    missing = [name for name in experiments if name not in stored]
+    if not missing:
+        return
+    from ncbench.config import expand, load_config
+    from ncbench.paths import resolve
+
+    try:
+        paths = resolve(config, db, need_config=False)
+        cfg = load_config(paths.config) if paths.config is not None else None
+    except ConfigError:
+        return  # no usable config: the report's own "unknown experiment" says what is known
+    for name in missing:
+        if cfg is not None and name in cfg.experiments:
+            n = len(expand(cfg, [name]))
+            raise ReportError(f"experiment '{name}' has no finished runs yet: "
+                              f"{plural(n, 'run')} declared in {paths.config}, none in "
+                              f"{paths.db} (all {n} queued) — `ncbench run {name}` trains them")

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from ncbench.cli.app import app
+from ncbench.errors import plural
 from ncbench.lifecycle import DONE, QUEUED, STATUS_STYLE
 from ncbench.paths import DEFAULT_CONFIG
 
@@ -50,8 +51,16 @@ def _fmt(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+#: The summary's columns after "run"; accuracies in percent, at the last evaluation unless named.
+SUMMARY_COLUMNS = ("status", "epoch", "final train", "best val", "test @ best val", "final test",
+                   "nc1")
+
+
 def _summary(console, result) -> None:
-    """The end-of-run table: this invocation's runs with status, headline accuracy and NC1."""
+    """The end-of-run table: this invocation's runs with status, accuracies (percent, each
+    labelled: "test @ best val" is the headline number, "final test" the last evaluation's)
+    and NC1. Piped (a log, CI): printed at full width, so that no column is cut."""
+    from rich.console import Console
     from rich.table import Table
 
     from ncbench.store import query_dicts, read_connection
@@ -63,7 +72,7 @@ def _summary(console, result) -> None:
             marks = ", ".join("?" * len(ids))
             for r in query_dicts(con, f"SELECT r.run_id, r.status, r.error, r.attempt, res.final_epoch, "
                                       f"res.best_val_acc, res.test_acc_at_best_val, res.final_train_acc, "
-                                      f"res.final_nc1 FROM runs r JOIN results res USING (run_id) "
+                                      f"res.final_test_acc, res.final_nc1 FROM runs r JOIN results res USING (run_id) "
                                       f"WHERE r.run_id IN ({marks})", ids):
                 rows[r["run_id"]] = r
     labels = _short_labels(result.plan.todo)
@@ -71,10 +80,12 @@ def _summary(console, result) -> None:
     table = Table(title="ncbench run — summary" + (f" ({common})" if common else ""),
                   title_justify="left", header_style="bold")
     table.add_column("run", no_wrap=True, overflow="ellipsis")
-    for col in ("status", "epoch", "train", "best val", "test@best", "nc1"):
-        # min_width: the numbers stay readable at 80 columns; the run label gives way first.
-        table.add_column(col, no_wrap=True, justify="left" if col == "status" else "right",
-                         min_width=len(col) if col != "status" else 8)
+    for col in SUMMARY_COLUMNS:
+        # Two-line headers ("test @" over "best val") and min_width: at 80 columns every
+        # number stays readable; the run label gives way first.
+        head = {"test @ best val": "test @\nbest val"}.get(col, col.replace(" ", "\n"))
+        table.add_column(head, no_wrap=True, justify="left" if col == "status" else "right",
+                         min_width=8 if col == "status" else max(map(len, head.split("\n"))))
     errors = any((rows.get(s.run_id, {}).get("error") and result.results.get(s.run_id) != DONE)
                  for s in result.plan.todo)
     if errors:
@@ -86,12 +97,13 @@ def _summary(console, result) -> None:
         cells = [labels[spec.run_id], f"[{look.style if look else ''}]{st}[/]",
                  f"{r.get('final_epoch') or 0}/{spec.epochs}", _pct(r.get("final_train_acc")),
                  _pct(r.get("best_val_acc")), _pct(r.get("test_acc_at_best_val")),
-                 _num(r.get("final_nc1"))]
+                 _pct(r.get("final_test_acc")), _num(r.get("final_nc1"))]
         if errors:
             cells.append((r.get("error") or "") if st != DONE else "")
         table.add_row(*cells)
     if result.plan.todo:
-        console.print(table)
+        wide = console if console.is_terminal else Console(file=console.file, width=1000)
+        wide.print(table)  # piped: never truncate (as `ncbench status`)
     counts: dict[str, int] = {}
     for st in result.results.values():
         counts[st] = counts.get(st, 0) + 1
@@ -102,7 +114,7 @@ def _summary(console, result) -> None:
     not_started = len(result.plan.todo) - len(result.results)
     if not_started:
         parts.append(f"{not_started} not started")
-    console.print(f"{len(result.specs)} runs: " + (", ".join(parts) if parts else "nothing to do")
+    console.print(f"{plural(len(result.specs), 'run')}: " + (", ".join(parts) if parts else "nothing to do")
                   + f" — results in {result.db_path}", highlight=False, soft_wrap=True)
 
 
@@ -125,6 +137,9 @@ def run(
     retries: int = typer.Option(None, "--retries", help="Times a failed run is queued again "
                                                         "\\[default: 0]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; change nothing."),
+    rerun: bool = typer.Option(False, "--rerun", help="Delete the selected runs that ended done, "
+                               "diverged or failed (rows, events, checkpoints) and train them "
+                               "again from scratch."),
     # Slurm (--executor slurm): override [executor.slurm]; see ncbench.executors.slurm
     partition: str = typer.Option(None, "--partition", help="Slurm partition.",
                                   rich_help_panel=_SLURM),
@@ -158,14 +173,17 @@ def run(
                "mem_gb": slurm_mem_gb, "time_min": slurm_time, "account": account, "qos": qos,
                "array_parallelism": array_parallelism, "detach": detach or None}
     result = run_grid(config, experiments, db_path=db, workdir=workdir, executor=executor,
-                      options=options, dry_run=dry_run,
+                      options=options, dry_run=dry_run, rerun=rerun,
                       ui_factory=lambda skipped: RichUI(console, skipped=skipped))
     if dry_run:
         for spec in result.specs:
             console.print(f"{spec.run_id}  {spec.label:<48} {result.plan.action(spec.run_id)}",
                           highlight=False, soft_wrap=True)
-        console.print(f"{len(result.plan.todo)} of {len(result.specs)} runs would run "
-                      f"(executor {executor}); nothing was changed.", highlight=False)
+        again = (f", {len(result.plan.rerun)} of them rerun from scratch (their results deleted)"
+                 if result.plan.rerun else "")
+        console.print(f"{len(result.plan.todo)} of {plural(len(result.specs), 'run')} would run{again} "
+                      f"(executor {executor}); nothing was changed.", highlight=False,
+                      soft_wrap=True)
         return
     _summary(console, result)
     if result.failed:

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from ncbench.cli.app import app
+from ncbench.errors import plural
 
 FORMATS = ("table", "csv", "json")
 
@@ -23,7 +24,10 @@ def sql(
                                 help="Experiments file; only locates the default database."),
     fmt: str = typer.Option("table", "--format", "-f", help="Output: table, csv or json."),
 ) -> None:
-    """Query the results database (read-only): tables runs, metrics; views epochs, results."""
+    """Query the results database (read-only): tables runs, metrics; views epochs, results.
+
+    The query reads those tables only: no files, URLs, other databases, extensions or settings
+    (docs/schema.md, "What queries may do")."""
     from ncbench.errors import UsageError
     from ncbench.paths import resolve
     from ncbench.store import run_sql
@@ -57,7 +61,7 @@ def sql(
         if not console.is_terminal:  # piped: never fold or truncate
             console = Console(width=max(1000, 40 * len(cols)))
         console.print(table)
-        console.print(f"[dim]{len(rows)} row{'s' if len(rows) != 1 else ''}[/]")
+        console.print(f"[dim]{plural(len(rows), 'row')}[/]")
 
 
 def _escape(text: str) -> str:

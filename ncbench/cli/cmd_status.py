@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ncbench.cli.app import app
-from ncbench.lifecycle import RUN_STATUSES, RUNNING, STALE_AFTER_S, STATUS_STYLE
+from ncbench.lifecycle import DONE, RUN_STATUSES, RUNNING, STALE_AFTER_S, STATUS_STYLE
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -43,6 +43,13 @@ def _num(value, fmt: str) -> str:
     return format(value, fmt)
 
 
+def _pct(value) -> str:
+    """A fraction as percent with one decimal ("85.0%"); "" when missing, "nan" for NaN."""
+    if value is None:
+        return ""
+    return "nan" if value != value else f"{100 * value:.1f}%"
+
+
 def load_status(config: Path | None, db: Path | None, experiments: list[str] | None,
                 statuses: list[str] | None = None, *, hidden: dict[str, int] | None = None
                 ) -> list[RunRow]:
@@ -71,7 +78,8 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
             names = shown
         specs = expand(cfg, names) if names else []
         experiments = names if experiments else None
-    rows = list_runs(specs, db_path, experiments, include_unlisted=True)
+    # --db given: the file must exist (a typo is an error, not a listing of queued runs).
+    rows = list_runs(specs, db_path, experiments, include_unlisted=True, missing_ok=db is None)
     if statuses:
         rows = [r for r in rows if r.status in statuses]
     return rows
@@ -111,7 +119,9 @@ def status(
     if hidden:
         from rich.console import Console
 
-        listed = ", ".join(f"{name} ({n} run{'s' if n != 1 else ''})" for name, n in hidden.items())
+        from ncbench.errors import plural
+
+        listed = ", ".join(f"{name} ({plural(n, 'run')})" for name, n in hidden.items())
         Console(soft_wrap=True).print(f"[dim]not started, not shown: {listed} — name an "
                                       f"experiment to list its runs[/]", highlight=False)
 
@@ -155,7 +165,8 @@ def _print_table(rows: list[RunRow], now: datetime) -> None:
         ("attempt", lambda r: str(r.attempt or ""), "right", True),
         ("slurm job", lambda r: r.slurm_job_id or "", "left", True),
         ("heartbeat", beat, "right", True),
-        ("test_acc", lambda r: _num(r.test_acc, ".4f"), "right", True),
+        # percent, as every human-facing table; --json keeps the fraction (docs/schema.md)
+        ("final test", lambda r: _pct(r.test_acc), "right", True),
         ("nc1", lambda r: _num(r.nc1, ".3g"), "right", True),
     ]
     cells = [[c[1](r) for c in columns] for r in rows]
@@ -166,6 +177,12 @@ def _print_table(rows: list[RunRow], now: datetime) -> None:
     for row in cells:
         table.add_row(*(row[i] for i in keep))
     console.print(table)
+    for r in rows:  # why: the error of a run that did not finish, and any note (runs.note)
+        for label, text in (("error", r.error if r.status != DONE else None), ("note", r.note)):
+            if text:
+                text = " ".join(str(text).split())
+                text = text if len(text) <= 200 else text[:199] + "…"
+                console.print(f"  {r.run_id} {label}: {text}", highlight=False, markup=False)
     counts = status_counts(rows)
     console.print("  ".join(f"[{_style(k)}]{k}[/] {v}" for k, v in counts.items())
                   + f"  (total {len(rows)})", highlight=False)

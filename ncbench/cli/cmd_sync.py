@@ -27,9 +27,11 @@ def sync(
     how a detached grid's results get in without a manager. Writes the database (`ncbench
     status` only reads it); safe while `ncbench run` is working."""
     from ncbench.grid import sync_workdir
-    from ncbench.paths import resolve
+    from ncbench.paths import check_run_paths, resolve
 
     paths = resolve(config, db, workdir)  # as `ncbench run` places them
+    check_run_paths(paths, given={"--config": config is not None, "--db": db is not None,
+                                  "--workdir": workdir is not None})
     report = sync_workdir(paths.db, paths.workdir)
     if not report.runs_seen and not report.changed:
         typer.echo(f"nothing to sync: no run directories in {paths.workdir}")

@@ -30,6 +30,11 @@ def resolve_paths(config: Path | None, db: Path | None, workdir: Path | None,
     elif not paths.db.exists():
         raise StoreError(f"no results yet: {paths.db} does not exist (and no experiments file "
                          "to show)")
+    if paths.db.exists():  # damaged or not ncbench's: one clear message, not a TUI that cannot read
+        from ncbench.store import read_connection
+
+        with read_connection(paths.db):
+            pass
     return paths.config, paths.db, paths.workdir, names
 
 

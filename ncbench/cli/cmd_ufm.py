@@ -20,6 +20,10 @@ from ncbench.errors import UnknownNameError, UsageError
 TRAJECTORY_COLUMNS = ("loss", "seed", "iteration", "seconds", "objective", "grad_norm", "rel_grad_norm",
                       "nc1", "nc2", "nc3", "nc2_centered", "nc3_centered")
 
+#: The most numbers (float64) W, H, b and the logits may hold together: 20 M = 160 MB, of which
+#: L-BFGS keeps some twenty copies of the variables.
+MAX_UFM_NUMBERS = 20_000_000
+
 #: The option of each `solve_ufm` setting (`ncbench.ufm.settings_problem` names the argument).
 SETTING_OPTIONS = {"num_classes": "--classes", "dim": "--dim", "per_class": "--per-class",
                    "lambda_w": "--lambda-w", "lambda_h": "--lambda-h", "lambda_b": "--lambda-b",
@@ -213,6 +217,17 @@ def _write_trajectory(path: Path, results: list) -> None:
                 w.writerow({"loss": r.loss, "seed": r.seed, **{k: row[k] for k in TRAJECTORY_COLUMNS[2:]}})
 
 
+def _check_size(classes: int, dim: int, per_class: int) -> None:
+    """UsageError when the problem holds more than MAX_UFM_NUMBERS numbers (before allocating)."""
+    n = classes * per_class
+    numbers = classes * dim + dim * n + classes + classes * n  # W, H, b and the logits WH + b
+    if numbers > MAX_UFM_NUMBERS:
+        raise UsageError("--classes/--dim/--per-class",
+                         f"K = {classes}, d = {dim}, n = {per_class} make {numbers:,} numbers "
+                         f"(K·d + d·nK + K + K·nK), more than the solver's limit of "
+                         f"{MAX_UFM_NUMBERS:,}; use smaller sizes")
+
+
 def _check_device(device: str) -> None:
     import torch
 
@@ -264,6 +279,9 @@ def ufm(
     if problem is not None:
         setting, reason = problem
         raise UsageError(SETTING_OPTIONS[setting], reason)
+    _check_size(classes, dim, per_class)
+    if not -2 ** 63 <= seed < 2 ** 64:  # what torch.Generator.manual_seed takes
+        raise UsageError("--seed", f"must be an integer in [-2^63, 2^64), got {seed}")
     if not (math.isfinite(check_tol) and check_tol > 0):
         raise UsageError("--check-tol", f"must be a positive number, got {check_tol!r}")
     params = parse_loss_params(loss_params, names)

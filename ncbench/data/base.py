@@ -149,6 +149,9 @@ def make_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     check_keywords(factory, kw, f"dataset '{name}'", skip=("root", "download"))
     root_path = Path(root) if root is not None else default_root()
     raw = factory(root_path, download=download, **kw)
+    if not isinstance(raw, RawDataset):
+        raise ParameterError(f"'{name}' is not a dataset factory: it returned "
+                             f"{type(raw).__name__}, not a ncbench.data.RawDataset", key="dataset")
     return finalize(raw, val_fraction=float(val_fraction), data_seed=int(data_seed), per_class=per_class)
 
 
@@ -194,6 +197,13 @@ def finalize(raw: RawDataset, *, val_fraction: float, data_seed: int,
         idx = balanced_subset(train.y, per_class, raw.num_classes, seed=data_seed, dataset=raw.name)
         train = Split(train.x[idx], train.y[idx])
     tr_idx, va_idx = stratified_split(train.y, val_fraction, seed=data_seed)
+    if len(tr_idx) == 0:
+        given = (f"per_class = {per_class} with val_fraction = {val_fraction:g}" if per_class
+                 else f"val_fraction = {val_fraction:g}")
+        raise ParameterError(f"{given} leaves no training examples of dataset '{raw.name}' (the "
+                             f"validation holdout takes all {len(train)} of them): lower "
+                             "val_fraction" + (" or raise per_class" if per_class else ""),
+                             key="val_fraction")
     val = Split(train.x[va_idx], train.y[va_idx])
     train = Split(train.x[tr_idx], train.y[tr_idx])
     mean, std = channel_stats(train.x)

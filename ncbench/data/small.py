@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,18 @@ def gaussian(root: Path, download: bool = False, *, num_classes: int = 10, dim: 
             raise ParameterError(f"gaussian dataset: {key} must be a positive integer, got {v!r}", key=key)
     if num_classes < 2:
         raise ParameterError("gaussian dataset: num_classes must be ≥ 2", key="num_classes")
+    size = num_classes * (n_train_per_class + n_test_per_class) * dim
+    if size > 10 ** 8:  # 400 MB of float32: generated in the pre-flight, it must stay quick
+        raise ParameterError(f"gaussian dataset: num_classes · (n_train_per_class + "
+                             f"n_test_per_class) · dim = {size:.3g} values, over the limit of 1e8",
+                             key="dim")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise ParameterError(f"gaussian dataset: seed must be an integer in [0, 2^63-1], got "
+                             f"{seed!r}", key="dataset_params")  # not the training `seed`
+    if isinstance(separation, bool) or not isinstance(separation, (int, float)) \
+            or not math.isfinite(separation):
+        raise ParameterError(f"gaussian dataset: separation must be a finite number, got "
+                             f"{separation!r}", key="separation")
     rng = np.random.default_rng(seed)
     u = rng.standard_normal((num_classes, dim))
     mu = float(separation) * u / np.linalg.norm(u, axis=1, keepdims=True)

@@ -7,7 +7,8 @@ visible ones (so with `CUDA_VISIBLE_DEVICES=4,5`, `--gpus 1` is physical GPU 5).
 (or with `gpus=[]`, `--gpus none`) there are `workers` CPU slots (default 1), each worker with
 `NCBENCH_THREADS = cores // workers` torch threads. `NCBENCH_FAKE_GPUS=N` pretends N GPUs are
 visible — for testing slot assignment on a machine without GPUs: the workers get
-`CUDA_VISIBLE_DEVICES`, find no CUDA device and train on the CPU.
+`CUDA_VISIBLE_DEVICES`, find no CUDA device and train on the CPU. The slots and the checks of
+these options live in `ncbench.executors.slots`.
 
 The manager loop (every `poll_interval` s, default 1): start queued runs (declared order) in
 free slots; poll the worker processes; `store.sync` the active run dirs (open, write, close);
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,9 +38,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from ncbench.executors.base import NullUI, RunUI, RunView, RunWatcher
+from ncbench.executors.slots import (
+    FAKE_GPUS_ENV, Slot, check_options, detect_gpus, make_slots, parse_gpus, worker_cuda_devices,
+)
 from ncbench.lifecycle import (
     FAILED, INTERRUPTED, QUEUED, RUNNING, end_status, mark_ended, next_attempt, prepare_run_dir,
     retries_again,
@@ -46,113 +51,28 @@ from ncbench.lifecycle import (
 from ncbench.rundir import WORKER_LOG
 from ncbench.runs import RunSpec
 
-__all__ = ["LocalExecutor", "Slot", "detect_gpus", "make_slots", "parse_gpus", "describe_exit"]
+__all__ = ["LocalExecutor", "Slot", "detect_gpus", "make_slots", "parse_gpus", "describe_exit",
+           "check_options", "worker_cuda_devices", "attempt_banner", "is_attempt_banner"]
 
-FAKE_GPUS_ENV = "NCBENCH_FAKE_GPUS"
 #: Workers started ahead of time (on standby) at most: each holds torch and its dataset in memory.
 MAX_STANDBY = 2
 
 
-@dataclass(frozen=True)
-class Slot:
-    """A place a worker runs: `name` ("gpu0", "gpu0.1" when packed, "cpu0"), `env` (variables
-    the worker gets: CUDA_VISIBLE_DEVICES, NCBENCH_THREADS)."""
-
-    name: str
-    env: tuple[tuple[str, str], ...] = ()
+#: The line the executor writes into a run's worker.log before each attempt (`attempt_banner`);
+#: `describe_exit` never takes it for the worker's error.
+_BANNER = "--- attempt {attempt} on slot {slot} at {time} ---"
+_BANNER_RE = re.compile("^" + re.escape(_BANNER).replace(r"\{attempt\}", r"\S+")
+                        .replace(r"\{slot\}", r"\S+").replace(r"\{time\}", r"\S+") + "$")
 
 
-def detect_gpus() -> list[str]:
-    """The visible GPUs as the values to put in a worker's CUDA_VISIBLE_DEVICES: the entries of
-    CUDA_VISIBLE_DEVICES if set (`""` → none), else "0".."n−1" for torch.cuda.device_count().
-    `NCBENCH_FAKE_GPUS=N` (testing) → "0".."N−1" without asking CUDA."""
-    fake = os.environ.get(FAKE_GPUS_ENV)
-    if fake:
-        return [str(i) for i in range(int(fake))]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    try:
-        import torch
-
-        n = torch.cuda.device_count()
-    except Exception:  # noqa: BLE001 - no usable CUDA
-        n = 0
-    if visible is not None:
-        entries = [v.strip() for v in visible.split(",") if v.strip()]
-        return entries[:n] if n < len(entries) else entries
-    return [str(i) for i in range(n)]
+def attempt_banner(attempt: int, slot: str, at: str | None = None) -> str:
+    """The worker.log banner of an attempt: `--- attempt 2 on slot gpu0 at 21:36:08 ---`."""
+    return _BANNER.format(attempt=attempt, slot=slot, time=at or time.strftime("%H:%M:%S"))
 
 
-def parse_gpus(value: Any) -> list[int] | None:
-    """`--gpus` / `[executor.local] gpus`: "0,1,3" or [0, 1, 3] → [0, 1, 3]; "all" or None →
-    None (every visible GPU); "none" or "" or [] → [] (CPU only). Bad values: ParameterError
-    with key `gpus` (the grid names the flag or the config key it came from)."""
-    from ncbench.errors import ParameterError
-
-    if value is None:
-        return None
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v == "all":
-            return None
-        if v in ("", "none", "cpu"):
-            return []
-        parts = [p.strip() for p in v.split(",") if p.strip()]
-    elif isinstance(value, (list, tuple)):
-        parts = list(value)
-    else:
-        parts = [value]
-    out = []
-    for p in parts:
-        try:
-            if isinstance(p, bool):
-                raise ValueError
-            out.append(int(p))
-        except (TypeError, ValueError):
-            raise ParameterError(f"expected GPU indices like 0,1,3 (or 'all' / 'none'), "
-                                 f"got {value!r}", key="gpus") from None
-    return out
-
-
-def make_slots(gpus: Sequence[int] | None = None, per_gpu: int = 1, workers: int | None = None,
-               *, visible: Sequence[str] | None = None, cores: int | None = None) -> list[Slot]:
-    """The slots for the given options (see module doc). `gpus=None`: every visible GPU;
-    `gpus=[]`: CPU only. `workers` is for CPU-only use; with GPUs it is an error. Bad options
-    (and GPUs not visible here) are ParameterErrors whose key is the option (`gpus`, `per_gpu`,
-    `workers`): the grid names the flag or the config key the value came from."""
-    from ncbench.errors import ParameterError
-
-    if per_gpu < 1:
-        raise ParameterError(f"must be ≥ 1, got {per_gpu}", key="per_gpu")
-    if workers is not None and workers < 1:
-        raise ParameterError(f"must be ≥ 1, got {workers}", key="workers")
-    visible = list(detect_gpus() if visible is None else visible)
-    cores = cores or os.cpu_count() or 1
-    if gpus is None:
-        chosen = visible if workers is None else []
-    else:
-        chosen = []
-        for g in gpus:
-            if not visible:
-                raise ParameterError(f"GPU {g}: no GPU is visible here (torch finds no CUDA "
-                                     "device); train on the CPU with --workers N instead", key="gpus")
-            if not 0 <= int(g) < len(visible):
-                raise ParameterError(f"GPU {g}: only {len(visible)} GPU(s) visible "
-                                     f"({', '.join(visible)}; indices 0..{len(visible) - 1})",
-                                     key="gpus")
-            chosen.append(visible[int(g)])
-        if workers is not None and chosen:
-            raise ParameterError("for CPU-only runs; with GPUs use --per-gpu N (per_gpu = N) "
-                                 "to run N workers per GPU", key="workers")
-    if chosen:
-        n = len(chosen) * per_gpu
-        threads = str(max(1, cores // n))
-        return [Slot(f"gpu{g}" + (f".{j}" if per_gpu > 1 else ""),
-                     (("CUDA_VISIBLE_DEVICES", g), ("NCBENCH_THREADS", threads)))
-                for g in chosen for j in range(per_gpu)]
-    n = workers or 1
-    threads = str(max(1, cores // n))
-    hide = (("CUDA_VISIBLE_DEVICES", ""),) if visible else ()
-    return [Slot(f"cpu{i}", hide + (("NCBENCH_THREADS", threads),)) for i in range(n)]
+def is_attempt_banner(line: str) -> bool:
+    """Whether `line` is an `attempt_banner` (written by the executor, not by the worker)."""
+    return bool(_BANNER_RE.match(line.strip()))
 
 
 _SIGNAL_HINT = {"SIGSEGV": "segmentation fault", "SIGKILL": "killed, e.g. by the OOM killer",
@@ -191,7 +111,7 @@ def _last_error_line(path: Path) -> str | None:
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return None
-    lines = [ln.strip() for ln in lines if ln.strip()]
+    lines = [ln.strip() for ln in lines if ln.strip() and not is_attempt_banner(ln)]
     for ln in reversed(lines):
         if ("Error" in ln or "error" in ln or "Killed" in ln) and not ln.startswith("Traceback"):
             return ln[:300]
@@ -408,7 +328,7 @@ class LocalExecutor:
         if os.environ.get("NCBENCH_THREADS"):  # an explicit user setting wins over cores // slots
             env["NCBENCH_THREADS"] = os.environ["NCBENCH_THREADS"]
         env.update(NCBENCH_ATTEMPT=str(attempt), NCBENCH_SLOT=slot.name)
-        sp.log.write(f"--- attempt {attempt} on slot {slot.name} at {time.strftime('%H:%M:%S')} ---\n".encode())
+        sp.log.write((attempt_banner(attempt, slot.name) + "\n").encode())
         sp.log.flush()
         watcher = RunWatcher(sp.run_dir, RunView(sp.spec.run_id, sp.spec.label, sp.spec.epochs))
         watcher.skip_existing()

@@ -1,7 +1,7 @@
 """The paper's Figures 1–3 for any experiment in an ncbench database (matplotlib, Agg backend).
 
-- Fig. 1 (`figure_nc`): NC1 (log scale), NC2, NC3 against epoch, one line per loss (mean over
-  seeds) with a min–max band.
+- Fig. 1 (`figure_nc`): NC1 (log scale), NC2, NC3 (of the centred classifier, as docs/metrics.md
+  recommends) against epoch, one line per loss (mean over seeds) with a min–max band.
 - Fig. 2 (`figure_accuracy`): train, validation and test accuracy (%) against epoch per loss.
 - Fig. 3 (`figure_heatmap`): heatmaps over two swept keys (default width × epochs) of the test
   accuracy at the best-validation epoch per loss, and of the spread (max − min) across losses.
@@ -27,7 +27,6 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ncbench.report.aggregate import (accuracy_table, configurations, curves_many,  # noqa: E402
                                       in_configuration)
@@ -38,9 +37,16 @@ from ncbench.report.renderers import metric_title  # noqa: E402
 
 FIG1_METRICS = (
     ("nc1", r"NC$_1$ = tr($\Sigma_W\Sigma_B^\dagger$)/K (log scale)", "NC1: within-class variability collapse"),
-    ("nc2", r"NC$_2$ = $\|WW^\top/\|WW^\top\|_F - \mathrm{ETF}\|_F$", "NC2: convergence to simplex ETF"),
-    ("nc3", r"NC$_3$ = $\|W\bar{H}/\|W\bar{H}\|_F - \mathrm{ETF}\|_F$", "NC3: convergence to self-duality"),
+    ("nc2_centered", r"NC$_2$ = $\|WW^\top/\|WW^\top\|_F - \mathrm{ETF}\|_F$ (centred W)",
+     "NC2 (centred W): convergence to simplex ETF"),
+    ("nc3_centered", r"NC$_3$ = $\|W\bar{H}/\|W\bar{H}\|_F - \mathrm{ETF}\|_F$ (centred W)",
+     "NC3 (centred W): convergence to self-duality"),
 )
+#: Fig. 1 plots the centred NC2/NC3 (docs/metrics.md: the ones comparable with the paper's
+#: figures); a database without them (older runs) falls back to the uncentred metric, labelled.
+FIG1_FALLBACK = {"nc2_centered": "nc2", "nc3_centered": "nc3"}
+#: At most this many x ticks; they always fall on evaluated epochs.
+MAX_XTICKS = 10
 FIG2_METRICS = (
     ("train_acc", "training accuracy (%)", "Training accuracy"),
     ("val_acc", "validation accuracy (%)", "Validation accuracy"),
@@ -78,10 +84,16 @@ def _line_figure(con, experiment: str, panels, *, where: str | None, select, inc
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     seeds_seen: set[int] = set()
     any_data = False
-    every = curves_many(con, experiment, [metric for metric, _, _ in panels], where=where,
-                               select=select, include_unfinished=include_unfinished)
+    wanted = [metric for metric, _, _ in panels]
+    wanted += [FIG1_FALLBACK[m] for m in wanted if m in FIG1_FALLBACK]
+    every = curves_many(con, experiment, wanted, where=where, select=select,
+                        include_unfinished=include_unfinished)
     for k, (ax, (metric, ylabel, panel_title)) in enumerate(zip(axes, panels)):
         data = every[metric]
+        if metric in FIG1_FALLBACK and not _has_values(data) and every[FIG1_FALLBACK[metric]]:
+            data = every[FIG1_FALLBACK[metric]]  # no centred values stored: the plain metric
+            ylabel = ylabel.replace("(centred W)", "(uncentred W)")
+            panel_title = panel_title.replace("(centred W)", "(uncentred W)")
         log = log_first and k == 0
         for idx, (loss, c) in enumerate(data.items()):
             x = np.asarray(c.epochs, dtype=float)
@@ -108,7 +120,7 @@ def _line_figure(con, experiment: str, panels, *, where: str | None, select, inc
             if any(np.isfinite(np.asarray(y, dtype=float)).any() for y in finite):
                 ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xticks(_epoch_ticks(data))
         ax.set_ylabel(ylabel)
         ax.set_title(panel_title)
         ax.grid(True, alpha=0.3)
@@ -123,9 +135,26 @@ def _line_figure(con, experiment: str, panels, *, where: str | None, select, inc
     return fig
 
 
+def _has_values(data: Mapping[Any, Any]) -> bool:
+    """Whether any curve of `data` ({group: Curve}) has a finite mean."""
+    return any(math.isfinite(v) for c in data.values() for v in c.mean if v is not None)
+
+
+def _epoch_ticks(data: Mapping[Any, Any]) -> list[int]:
+    """X ticks on evaluated epochs only: all of them up to MAX_XTICKS, else every k-th one
+    (the last always kept); one evaluation gives one tick."""
+    epochs = sorted({int(e) for c in data.values() for e in c.epochs})
+    if len(epochs) <= MAX_XTICKS:
+        return epochs
+    step = math.ceil(len(epochs) / MAX_XTICKS)
+    ticks = epochs[::-1][::step][::-1]  # counted back from the last evaluation
+    return ticks
+
+
 def figure_nc(con, experiment: str, where: str | None = None, *, select: Mapping[str, Any] | None = None,
               include_unfinished: bool = False) -> Figure:
-    """Fig. 1: NC1 (log), NC2, NC3 against epoch, one line per loss with a min–max band."""
+    """Fig. 1: NC1 (log), NC2 and NC3 of the centred W (the uncentred ones, labelled so, when
+    none are stored) against epoch, one line per loss with a min–max band."""
     return _line_figure(con, experiment, FIG1_METRICS, where=where, select=select,
                         include_unfinished=include_unfinished,
                         title="Neural collapse metrics during training", percent=False, log_first=True)

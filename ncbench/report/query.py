@@ -2,7 +2,8 @@
 
 Everything the report reads from the database goes through here: `select_runs` (the `results`
 rows of some experiments, plus the `runs`-only columns, filtered by a `--where` predicate),
-`check_where` (a predicate is one SQL boolean expression, nothing else), the typing of config
+`check_where` (a predicate is one SQL boolean expression, nothing else; it runs on a connection
+sandboxed by `ncbench.usersql.sandbox`: the results tables only, no files), the typing of config
 keys a predicate names (`--where "momentum = 0.9"`), the metric-name checks, and the per-epoch
 values the curves are computed from (`epoch_values`).
 
@@ -24,6 +25,7 @@ from typing import Any
 
 from ncbench.errors import ReportError, UnknownNameError
 from ncbench.lifecycle import DONE
+from ncbench.usersql import explain, sandbox
 
 
 def columns(con, relation: str) -> list[str]:
@@ -126,21 +128,21 @@ def check_where(where: str | None) -> None:
     try:
         stmts = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise ReportError(f"--where {where!r} is not a valid SQL predicate: {first_line(exc)}") from None
+        raise ReportError(f"--where {_shown(where)} is not a valid SQL predicate: {first_line(exc)}") from None
     if len(stmts) != 1 or stmts[0].type != duckdb.StatementType.SELECT or ";" in where:
         raise ReportError(
-            f"--where {where!r} must be one SQL predicate over run columns "
+            f"--where {_shown(where)} must be one SQL predicate over run columns "
             "(e.g. \"width >= 1 AND loss IN ('ce', 'mse')\"), not a statement"
         )
     if where.count("(") != where.count(")"):
-        raise ReportError(f"--where {where!r} has unbalanced parentheses")
+        raise ReportError(f"--where {_shown(where)} has unbalanced parentheses")
     # Stricter: apart from its WHERE clause, the parsed query must be exactly the template's
     # (no GROUP BY / ORDER BY / LIMIT / set operation smuggled in after a closing parenthesis).
     con = duckdb.connect()
     try:
         got = _parsed_without_where(con, sql)
         if got is not None and got != _parsed_without_where(con, "SELECT run_id FROM results WHERE (TRUE)"):
-            raise ReportError(f"--where {where!r} must be one SQL predicate over run columns, "
+            raise ReportError(f"--where {_shown(where)} must be one SQL predicate over run columns, "
                               "not a query fragment")
     finally:
         con.close()
@@ -166,6 +168,12 @@ def _parsed_without_where(con, sql: str) -> Any:
         return node
 
     return strip(tree.get("statements"))
+
+
+def _shown(where: str | None, limit: int = 200) -> str:
+    """`where` as messages quote it: repr, cut to about `limit` characters."""
+    text = repr(where)
+    return text if len(text) <= limit else f"{text[:limit]}…' ({len(where or '')} characters)"
 
 
 def first_line(exc: BaseException) -> str:
@@ -233,13 +241,17 @@ def _select_runs(con, experiments: Sequence[str] | None, where: str | None, *,
         params.extend(experiments)
     if where and where.strip():
         sql += f" AND ({where})"
+        sandbox(con)  # the user's text reads the results tables only
     sql += " ORDER BY experiment, run_id"
     try:
         cur = con.execute(sql, params)
     except duckdb.Error as exc:
+        why = explain(exc)
+        if why:
+            raise ReportError(f"--where {_shown(where)} refused: {why}") from None
         lines = str(exc).strip().splitlines()
         hint = next((ln for ln in lines[1:] if ln.startswith("Candidate bindings")), "")
-        raise ReportError(f"--where {where!r} failed: {first_line(exc)}"
+        raise ReportError(f"--where {_shown(where)} failed: {first_line(exc)}"
                           + (f" ({hint})" if hint else "")) from None
     names = [d[0] for d in cur.description]
     rows = [dict(zip(names, r)) for r in cur.fetchall()]

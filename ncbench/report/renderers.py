@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -32,7 +33,8 @@ ACCURACY_LEGEND_PANE = "mean ± std over seeds (n); spread = max − min of loss
 NC_LEGEND = ("NC1–NC4 on the training split, test NC1 on the test split, at the last evaluation; "
              "mean ± std over seeds, (n) = seeds counted")
 NC_LEGEND_COMPACT = ("NC1–NC4 on the training split, test NC1 on the test split, at the last "
-                     "evaluation; mean over ±std (seeds), n = seeds counted")
+                     "evaluation; each cell: the mean over seeds, its ±std below; n = seeds "
+                     "counted")
 NO_RUNS = "No runs match (nothing to report)."
 
 _METRIC_TITLES = {
@@ -292,6 +294,14 @@ def _tex(s: str) -> str:
             .replace("·", r"$\cdot$").replace("±", r"$\pm$"))
 
 
+_SCI = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)e([+-]?\d+)(?![\w.])")
+
+
+def _tex_sci(s: str) -> str:
+    """Scientific notation as LaTeX math: "1.02e-04" → "$1.02\\times10^{-4}$"."""
+    return _SCI.sub(lambda m: rf"${m.group(1)}\times10^{{{int(m.group(2))}}}$", s)
+
+
 def _latex_table(caption: str, header: list[str], lines: list[list[str]], left: int,
                  section: int) -> str:
     spec = "l" * left + "r" * (len(header) - left)
@@ -299,7 +309,7 @@ def _latex_table(caption: str, header: list[str], lines: list[list[str]], left: 
            rf"\begin{{tabular}}{{{spec}}}", r"\hline",
            " & ".join(_tex(h) for h in header) + r" \\", r"\hline"]
     for idx, line in enumerate(lines):
-        cells = [_tex(c).replace("PMSIGN", r"$\pm$") for c in line]
+        cells = [_tex_sci(_tex(c)).replace("PMSIGN", r"$\pm$") for c in line]
         out.append(" & ".join(cells) + r" \\")
         if section and (idx + 1) % section == 0 and idx < len(lines) - 1:
             out.append(r"\hline")

@@ -210,7 +210,7 @@ class NcbenchApp(App[None]):
         c = self.controller
         if c.running:
             return Text(f"queue ▶ running (pid {c.pid})", style="bold cyan")
-        if c.returncode is not None:
+        if c.returncode is not None and not (self.control.stop_asked or c.returncode == 130):
             return Text(f"queue ■ exited ({c.returncode})", style="yellow" if c.returncode else "")
         return Text("queue ■ stopped (r: start)", style="dim")
 

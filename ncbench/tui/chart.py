@@ -12,6 +12,10 @@ range of ~1e-50. `Chart` never hands plotext such data:
 * anything plotext still raises is caught and shown as a one-line message in the chart's place.
 
 An empty series, a single point and a constant series all draw (a single point as a dot).
+
+The y axis fits the data (`y_range`: its range plus a margin, kept inside the chart's `bounds`,
+so 96–98 % accuracies are not squeezed onto one row of a 0–1 axis). The legend is the chart's
+bottom border (`legend_text`), never drawn over the curves.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from textual.app import RenderResult
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-__all__ = ["Chart", "Series", "sanitize", "log_ticks", "int_ticks", "SERIES_COLORS"]
+__all__ = ["Chart", "Series", "sanitize", "log_ticks", "int_ticks", "y_range", "legend_text",
+           "SERIES_COLORS"]
 
 # Largest |y| plotext draws on a linear axis; below TINY a value is drawn as 0.
 HUGE = 1e15
@@ -33,6 +38,10 @@ TINY = 1e-30
 
 # Colours by series position (the compare view keeps one colour per loss).
 SERIES_COLORS = ("cyan+", "orange+", "green+", "magenta+", "red+", "blue+", "yellow+", "gray")
+# The same colours for rich (the legend in the chart's border).
+_RICH_COLORS = {"cyan+": "bright_cyan", "orange+": "orange1", "green+": "bright_green",
+                "magenta+": "bright_magenta", "red+": "bright_red", "blue+": "bright_blue",
+                "yellow+": "bright_yellow", "gray": "grey62"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,35 @@ def sanitize(x: Sequence[float], y: Sequence[float], log: bool = False
         xs.append(xf)
         ys.append(yf)
     return xs, ys, n - len(xs)
+
+
+def y_range(lo: float, hi: float, bounds: tuple[float, float] | None = None,
+            margin: float = 0.1) -> tuple[float, float]:
+    """The y axis for data between lo and hi: the range widened by `margin` of it on each side
+    (a flat series by 5 % of its value, or ±0.05 at 0), then kept inside `bounds` (an
+    accuracy never gets an axis beyond 0–1)."""
+    span = hi - lo
+    pad = span * margin if span > 1e-12 else (abs(hi) * 0.05 or 0.05)
+    a, b = lo - pad, hi + pad
+    if bounds is not None:
+        a, b = max(a, bounds[0]), min(b, bounds[1])
+        if b - a < 1e-12:  # the data lie on a bound: widen inwards
+            a, b = (a - 2 * pad, b) if b >= bounds[1] else (a, b + 2 * pad)
+    return a, b
+
+
+def legend_text(series: Sequence["Series"]) -> Text:
+    """`━ train  ━ test`: each labelled series' label in its colour (for the chart's border)."""
+    text = Text()
+    for i, s in enumerate(series):
+        if not s.label:
+            continue
+        color = s.color or SERIES_COLORS[i % len(SERIES_COLORS)]
+        if text:
+            text.append("  ")
+        text.append("━ ", style=_RICH_COLORS.get(color, ""))
+        text.append(s.label)
+    return text
 
 
 def _fmt_pow10(e: float) -> str:
@@ -137,8 +175,10 @@ def _next_step(step: int) -> int:
 class Chart(PlotextPlot):
     """A titled line chart of one or more `Series` against epoch, safe for any values.
 
-    `log` draws the y axis in log10 (points ≤ 0 are left out and counted in the title). Set the
-    data with `set_series`; the widget re-renders on the next refresh.
+    `log` draws the y axis in log10 (points ≤ 0 are left out and counted in the title);
+    `bounds`: limits the fitted linear y axis never passes (accuracies: 0–1). Set the data with
+    `set_series`; the widget re-renders on the next refresh. The legend is its border subtitle
+    (`legend=False`: none, for a view that shows one legend for all its charts).
     """
 
     DEFAULT_CSS = """
@@ -152,12 +192,14 @@ class Chart(PlotextPlot):
     can_focus = True  # Tab moves between charts; `l` toggles the focused one's log scale
     log: reactive[bool] = reactive(False)
 
-    def __init__(self, title: str, *, log: bool = False, ylim: tuple[float, float] | None = None,
+    def __init__(self, title: str, *, log: bool = False,
+                 bounds: tuple[float, float] | None = None, legend: bool = True,
                  id: str | None = None, classes: str | None = None) -> None:  # noqa: A002
         super().__init__(id=id, classes=classes)
         self.title = title
         self.set_reactive(Chart.log, log)
-        self.ylim = ylim
+        self.bounds = bounds
+        self.legend = legend
         self.series: list[Series] = []
         self.dropped = 0
         self.error: str | None = None
@@ -165,6 +207,8 @@ class Chart(PlotextPlot):
     def set_series(self, series: Sequence[Series]) -> None:
         """Replace the lines drawn (any values; bad ones are filtered at draw time)."""
         self.series = list(series)
+        if self.legend:
+            self.border_subtitle = legend_text(self.series)  # type: ignore[assignment]
         self.refresh()
 
     def watch_log(self) -> None:
@@ -183,11 +227,11 @@ class Chart(PlotextPlot):
             if not xs:
                 continue
             color = s.color or SERIES_COLORS[i % len(SERIES_COLORS)]
-            label = s.label or None
+            # no plotext label: its legend box would sit on the curves (legend_text instead)
             if len(xs) == 1:
-                plt.scatter(xs, ys, marker="●", color=color, label=label)
+                plt.scatter(xs, ys, marker="●", color=color)
             else:
-                plt.plot(xs, ys, color=color, label=label, marker="hd")
+                plt.plot(xs, ys, color=color, marker="hd")
             xs_all += xs
             ys_all += ys
         self.dropped = dropped
@@ -206,10 +250,9 @@ class Chart(PlotextPlot):
             plt.xlim(xlo, xhi)
         plt.xticks(int_ticks(xlo, xhi, max(3, width // 8)) or [xlo])
         ylo, yhi = min(ys_all), max(ys_all)
-        if self.ylim is not None and not self.log:
-            ylo, yhi = min(ylo, self.ylim[0]), max(yhi, self.ylim[1])
-            plt.ylim(ylo, yhi)
-        if self.log:
+        if not self.log:
+            plt.ylim(*y_range(ylo, yhi, self.bounds))
+        else:
             ticks, labels = log_ticks(ylo, yhi, max(2, (height - 4) // 2))
             plt.yticks(ticks, labels)
             if yhi - ylo < 1e-12:

@@ -93,8 +93,11 @@ class RunController:
             if rc not in _PLAIN_EXITS:
                 last = self.queue.last_log_line()
                 why = f": {last}" if last else ""
-            notices.append(Notice(f"queue finished (exit code {rc}){why}",
-                                  "information" if rc == 0 else "warning"))
+            if self.stop_asked or rc == 130:  # the user stopped it (r, q or Ctrl-C)
+                notices.append(Notice("queue stopped"))
+            else:
+                notices.append(Notice(f"queue finished (exit code {rc}){why}",
+                                      "information" if rc == 0 else "warning"))
             if self.retry_later and rc in _RESTART_AFTER and not self.stop_asked:
                 later, self.retry_later = sorted(self.retry_later), set()
                 notices.append(self._start(later, f"for the retried runs of {', '.join(later)}"))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ncbench.lifecycle import RUNNING
 from ncbench.listing import (
     STATUS_METRICS, RunRow, declared_rows, latest_metrics, metrics_at, read_run_records,
     stored_row,
@@ -46,6 +47,13 @@ class RunsReader:
     store). Rows are built by `listing.stored_row`, so a settled poll returns exactly
     `listing.stored_rows`. Unchanged runs keep their `RunRow` object, so the view can skip them
     by identity. `listed`: the run ids the config declares (each row's `listed` flag).
+
+    Per-attempt times: the executor stores a run as `running` with its new `attempt` when it
+    launches the worker, and the worker's `start` event (seconds later) brings the attempt's
+    `started_at`. Until then the row still holds the previous attempt's `started_at`; a row
+    whose attempt went up while its `started_at` stayed the one seen with the lower attempt is
+    returned with `started_at=None` — "starting" (`ncbench.tui.rows.is_starting`), not the
+    previous attempt's elapsed time.
     """
 
     def __init__(self, experiments: Iterable[str] | None = None, *, full_every: int = 60,
@@ -61,6 +69,16 @@ class RunsReader:
         self._stale: set[str] = set()
         self._sig: dict[str, dict[str, Any]] = {}
         self._rows: dict[str, RunRow] = {}
+        self._starts: dict[str, tuple[int, Any]] = {}  # run id -> (attempt, its started_at)
+
+    def _this_attempt(self, row: RunRow) -> RunRow:
+        """`row`, without a `started_at` that belongs to an earlier attempt (class docstring)."""
+        seen = self._starts.get(row.run_id)
+        if (row.status == RUNNING and seen is not None and seen[0] < row.attempt
+                and row.started_at is not None and row.started_at == seen[1]):
+            return replace(row, started_at=None)
+        self._starts[row.run_id] = (row.attempt, row.started_at)
+        return row
 
     def read(self, con: Any) -> dict[str, RunRow]:
         """This poll's stored runs, keyed by run id (in the listing's order)."""
@@ -88,7 +106,7 @@ class RunsReader:
                 # not recorded at last_epoch: keep the last values seen until a full read
                 values = {**{m: old.field(m) if old else None for m in missing}, **values}
                 self._stale.add(rid)
-            new = stored_row(sigs[rid], values, listed=rid in self.listed)
+            new = self._this_attempt(stored_row(sigs[rid], values, listed=rid in self.listed))
             self._rows[rid] = old if old == new else new
         for rid in set(self._rows) - set(sigs):
             del self._rows[rid]

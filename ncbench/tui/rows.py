@@ -3,6 +3,8 @@
 * `RunFilter` — the filter syntax typed in the runs view (`loss:ce,fl !status:done word`);
 * `SORT_KEYS` / `sort_rows` — the orderings the view offers (missing values last);
 * `format_duration` / `format_metric` — cell texts;
+* `is_starting`, `attempt_elapsed`, `attempt_eta` — the latest attempt's state and times (a run
+  whose worker has not started its attempt yet is "starting…", with no elapsed time or ETA);
 * `with_status` — a row with another status (the view's optimistic update after a retry).
 """
 
@@ -12,13 +14,14 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from ncbench.lifecycle import DONE, RUN_STATUSES, RUNNING
 from ncbench.listing import RunRow
 
 __all__ = ["RunFilter", "SORT_KEYS", "sort_rows", "format_duration", "format_metric",
-           "with_status"]
+           "with_status", "is_starting", "attempt_elapsed", "attempt_eta"]
 
 
 # -- filtering and sorting ------------------------------------------------------------------
@@ -102,9 +105,10 @@ def _value_matches(value: Any, wanted: str) -> bool:
 _STATUS_ORDER = {s: i for i, s in enumerate(sorted(RUN_STATUSES,
                                                    key=lambda s: (s != RUNNING, s == DONE)))}
 
-# Sort keys offered by the runs view: label -> key function (None values sort last).
-SORT_KEYS: dict[str, Callable[[RunRow], Any]] = {
-    "config": lambda r: (r.experiment, r.dataset, r.model, r.loss, r.width, r.epochs, r.seed),
+# Sort keys offered by the runs view: label -> key function (None values sort last); "config"
+# (None) is the listing's own order: the config's runs as it declares them, then the others.
+SORT_KEYS: dict[str, Callable[[RunRow], Any] | None] = {
+    "config": None,
     "status": lambda r: (_STATUS_ORDER.get(r.status, 99), r.experiment, r.loss, r.width, r.seed),
     "loss": lambda r: (r.loss, r.experiment, r.width, r.seed),
     "progress": lambda r: r.progress,
@@ -115,8 +119,12 @@ SORT_KEYS: dict[str, Callable[[RunRow], Any]] = {
 
 
 def sort_rows(rows: Iterable[RunRow], key: str = "config", reverse: bool = False) -> list[RunRow]:
-    """Rows ordered by a `SORT_KEYS` key; rows whose key is None (or NaN) go last either way."""
+    """Rows ordered by a `SORT_KEYS` key; rows whose key is None (or NaN) go last either way.
+    "config" keeps the order of `rows` (the listing's: the config's order), reversed if asked."""
     fn = SORT_KEYS[key]
+    if fn is None:
+        rows = list(rows)
+        return rows[::-1] if reverse else rows
     have, missing = [], []
     for row in rows:
         k = fn(row)
@@ -156,6 +164,23 @@ def format_metric(value: float | None, kind: str = "g") -> str:
     if kind == "%":
         return f"{100 * value:.1f}%"
     return f"{value:.3g}"
+
+
+def is_starting(row: RunRow) -> bool:
+    """A running run whose worker has not started its attempt yet: the executor launched it,
+    its `start` event is not stored (no `started_at` for this attempt)."""
+    return row.status == RUNNING and row.started_at is None
+
+
+def attempt_elapsed(row: RunRow, now: datetime) -> float | None:
+    """Seconds the latest attempt has run (until it ended); None while it is starting."""
+    return None if is_starting(row) else row.elapsed(now)
+
+
+def attempt_eta(row: RunRow, now: datetime) -> float | None:
+    """Seconds left for a running run, from the latest attempt's pace (`RunRow.eta`: epochs
+    since `start_epoch`); None while it is starting or before its first epoch."""
+    return None if is_starting(row) else row.eta(now)
 
 
 def with_status(row: RunRow, status: str) -> RunRow:

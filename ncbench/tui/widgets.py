@@ -18,30 +18,39 @@ from textual.widgets import DataTable, Static
 
 from ncbench.lifecycle import RUNNING, STATUS_STYLE, StatusStyle
 from ncbench.listing import RunRow
-from ncbench.tui.rows import format_duration, format_metric
+from ncbench.tui.rows import (
+    attempt_elapsed, attempt_eta, format_duration, format_metric, is_starting,
+)
 
-__all__ = ["RunsTable", "StatusBar", "progress_bar", "status_text", "COLUMNS"]
+__all__ = ["RunsTable", "StatusBar", "progress_bar", "status_text", "row_status_text",
+           "COLUMNS"]
 
 _UNKNOWN = StatusStyle("", "?")  # the look of a status this version does not know
 
-# (column key, label, fixed width or None) in display order: the most useful first, so an
-# 80-column terminal shows what matters and the rest scrolls horizontally.
-COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("experiment", "Exp", None),
-    ("loss", "Loss", None),
-    ("width", "Width", None),
-    ("seed", "Seed", None),
-    ("status", "Status", 13),
-    ("progress", "Progress", 12),
-    ("nc1", "NC1", 7),
-    ("test_acc", "Test acc", 8),
-    ("elapsed", "Elapsed", 7),
-    ("eta", "ETA", 7),
-    ("dataset", "Dataset", None),
-    ("model", "Model", None),
-    ("device", "Device", None),
-    ("run_id", "Run id", 12),
+# (column key, label) in display order: the most useful first, so an 80-column terminal shows
+# what matters and the rest scrolls horizontally. Every column is as wide as its widest cell or
+# its label (at most MAX_WIDTH): a 400-epoch run's `170/400` is never cut.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("experiment", "Exp"),
+    ("loss", "Loss"),
+    ("width", "Width"),
+    ("seed", "Seed"),
+    ("status", "Status"),
+    ("progress", "Progress"),
+    ("nc1", "NC1"),
+    ("test_acc", "Test acc"),
+    ("elapsed", "Elapsed"),
+    ("eta", "ETA"),
+    ("dataset", "Dataset"),
+    ("model", "Model"),
+    ("device", "Device"),
+    ("run_id", "Run id"),
 )
+MAX_WIDTH = 24
+#: The columns that must fit the table's width (up to and including Elapsed): the progress
+#: bar shrinks (from BAR_WIDTH cells down to none) until they do.
+MUST_FIT = 9
+BAR_WIDTH = 6
 
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
 
@@ -61,26 +70,36 @@ def status_text(status: str) -> Text:
     return Text(f"{look.glyph} {status}", style=look.style)
 
 
-def _progress_cell(row: RunRow) -> Text:
-    style = STATUS_STYLE.get(row.status, _UNKNOWN).style
-    text = Text(progress_bar(row.progress, 6), style=style or "")
-    text.append(f" {row.progress_text}", style="")
+def row_status_text(row: RunRow) -> Text:
+    """`status_text` of the row's status, `▶ starting…` for a running run whose worker has not
+    started its attempt yet (`ncbench.tui.rows.is_starting`)."""
+    text = status_text(row.status)
+    if is_starting(row):
+        text = Text(f"{STATUS_STYLE[RUNNING].glyph} starting…", style=text.style)
     return text
 
 
-def row_cells(row: RunRow, now: datetime) -> tuple:
-    """The cell values of one run, in COLUMNS order (strings or rich Text)."""
+def _progress_cell(row: RunRow, bar: int = BAR_WIDTH) -> Text:
+    style = STATUS_STYLE.get(row.status, _UNKNOWN).style
+    text = Text(progress_bar(row.progress, bar) + " " if bar > 0 else "", style=style or "")
+    text.append(row.progress_text, style="")
+    return text
+
+
+def row_cells(row: RunRow, now: datetime, bar: int = BAR_WIDTH) -> tuple:
+    """The cell values of one run, in COLUMNS order (strings or rich Text); `bar`: cells of
+    the progress bar (0: none). Elapsed and ETA are the latest attempt's (`ncbench.tui.rows`)."""
     return (
         row.experiment,
         row.loss,
         f"{row.width:g}",
         str(row.seed),
-        status_text(row.status),
-        _progress_cell(row),
+        row_status_text(row),
+        _progress_cell(row, bar),
         Text(format_metric(row.nc1), justify="right"),
         Text(format_metric(row.test_acc, "%"), justify="right"),
-        Text(format_duration(row.elapsed(now)), justify="right"),
-        Text(format_duration(row.eta(now)), justify="right"),
+        Text(format_duration(attempt_elapsed(row, now)), justify="right"),
+        Text(format_duration(attempt_eta(row, now)), justify="right"),
         row.dataset,
         row.model,
         row.device or "–",
@@ -106,12 +125,19 @@ class RunsTable(DataTable):
         self._order: list[str] = []
         self._cells: dict[str, tuple[str, ...]] = {}
         self._shown: dict[str, RunRow] = {}
+        self._rows: Sequence[RunRow] = ()
+        self._now: datetime | None = None
+        self.bar = BAR_WIDTH  # cells of the progress bars (fewer on a narrow terminal)
         self.updates = 0  # cells updated in place (tests and the benchmark read this)
         self.rebuilds = 0
 
     def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
-            self.add_column(label, key=key, width=width)
+        for key, label in COLUMNS:
+            self.add_column(label, key=key, width=len(label))
+
+    def on_resize(self) -> None:
+        if self._now is not None and self._bar_that_fits() != self.bar:
+            self._rebuild(self._rows, self._now)
 
     @property
     def run_ids(self) -> list[str]:
@@ -127,6 +153,7 @@ class RunsTable(DataTable):
 
     def show(self, rows: Sequence[RunRow], now: datetime) -> None:
         """Display exactly `rows`, in this order, changing only what differs."""
+        self._rows, self._now = rows, now
         order = [r.run_id for r in rows]
         if order != self._order:
             self._rebuild(rows, now)
@@ -139,7 +166,7 @@ class RunsTable(DataTable):
             if self._shown.get(row.run_id) is row and row.status != RUNNING:
                 continue
             self._shown[row.run_id] = row
-            cells = row_cells(row, now)
+            cells = row_cells(row, now, self.bar)
             plain = tuple(_plain(c) for c in cells)
             old = self._cells.get(row.run_id)
             if old == plain:
@@ -148,22 +175,48 @@ class RunsTable(DataTable):
                 if old is None or old[i] != text:
                     self.update_cell(row.run_id, col_keys[i], cell)
                     self.updates += 1
-                    if COLUMNS[i][2] is None and len(text) > self.columns[col_keys[i]].width:
+                    if len(text) > self.columns[col_keys[i]].width:  # type: ignore[index]
                         refit = True
             self._cells[row.run_id] = plain
         if refit:
-            self._fit_columns()
+            if self._bar_that_fits() != self.bar:
+                self._rebuild(rows, now)
+            else:
+                self._fit_columns()
+
+    def _widths(self, bar: int) -> list[int]:
+        """Each column's width with progress bars of `bar` cells: its longest cell or label."""
+        widths = []
+        p = [k for k, _ in COLUMNS].index("progress")
+        for i, (_key, label) in enumerate(COLUMNS):
+            cells = [c[i] for c in self._cells.values()]
+            if i == p:  # the cells as drawn with self.bar, measured as they would be with bar
+                cut = self.bar + 1 if self.bar > 0 else 0
+                cells = [(" " * (bar + 1) if bar > 0 else "") + c[cut:] for c in cells]
+            widths.append(min(MAX_WIDTH, max([len(label), *(len(c) for c in cells)])))
+        return widths
+
+    def _bar_that_fits(self) -> int:
+        """The widest progress bar (BAR_WIDTH … 0 cells) with which the first MUST_FIT
+        columns fit the table's width (BAR_WIDTH before the table has a size)."""
+        room = self.size.width
+        if room <= 0:
+            return BAR_WIDTH
+        if len(self._cells) > max(0, self.size.height - 1):  # a vertical scrollbar
+            room -= self.styles.scrollbar_size_vertical
+        pad = 2 * self.cell_padding
+        for bar in range(BAR_WIDTH, 0, -1):
+            if sum(w + pad for w in self._widths(bar)[:MUST_FIT]) <= room:
+                return bar
+        return 0
 
     def _fit_columns(self) -> None:
-        """Give the free-width columns a fixed width: the longest of label and cells (at most
-        24). Fixed widths do not jump while rows arrive, and do not depend on when the
+        """Give every column a fixed width: the longest of label and cells (at most
+        MAX_WIDTH). Fixed widths do not jump while rows arrive, and do not depend on when the
         table measures its rows (which made auto widths vary from one draw to the next)."""
-        for i, (key, label, width) in enumerate(COLUMNS):
-            if width is not None:
-                continue
-            longest = max([len(label), *(len(c[i]) for c in self._cells.values())])
+        for key, width in zip((k for k, _ in COLUMNS), self._widths(self.bar)):
             column = self.columns[key]  # type: ignore[index]
-            column.width, column.auto_width = min(24, longest), False
+            column.width, column.auto_width = width, False
         self._require_update_dimensions = True
         self.refresh()
 
@@ -172,8 +225,13 @@ class RunsTable(DataTable):
         self.clear()
         self._cells = {}
         self._shown = {}
+        for row in rows:  # measured with full bars, then drawn with the bars that fit
+            self._cells[row.run_id] = tuple(_plain(c) for c in row_cells(row, now, BAR_WIDTH))
+        self.bar = BAR_WIDTH
+        self.bar = self._bar_that_fits()
+        self._cells = {}
         for row in rows:
-            cells = row_cells(row, now)
+            cells = row_cells(row, now, self.bar)
             self.add_row(*cells, key=row.run_id)
             self._cells[row.run_id] = tuple(_plain(c) for c in cells)
             self._shown[row.run_id] = row

@@ -1,21 +1,23 @@
 """What a Slurm job asks for: `[executor.slurm]` and its command-line flags, checked into SlurmOptions.
 
 `check_options` validates a raw table (unknown keys and bad values are ConfigErrors naming the
-file and `executor.slurm.<key>`); `SlurmOptions.sbatch_parameters` turns the options into
+file and `executor.slurm.<key>`, or UsageErrors naming the flag for values the command line gave); `SlurmOptions.sbatch_parameters` turns the options into
 submitit's sbatch parameters; `slurm_options_from_cli` picks the flags of `ncbench run` that
 override the table (CLI_FLAGS).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ncbench.errors import ConfigError, did_you_mean
+from ncbench.errors import ConfigError, NcbenchError, UsageError, did_you_mean
 
-__all__ = ["SlurmOptions", "OPTION_KEYS", "CLI_FLAGS", "check_options", "slurm_options_from_cli"]
+__all__ = ["SlurmOptions", "OPTION_KEYS", "CLI_FLAGS", "check_options", "flag_of",
+           "slurm_options_from_cli"]
 
 
 @dataclass
@@ -89,13 +91,23 @@ def _mem(gb: float) -> str:
     return f"{int(gb)}G" if float(gb) == int(gb) else f"{int(round(gb * 1024))}M"
 
 
-def check_options(table: Mapping[str, Any], file: str | os.PathLike | None = None) -> SlurmOptions:
+def flag_of(key: str) -> str:
+    """The `ncbench run` flag of an option key (`time_min` → `--slurm-time`, `retries` →
+    `--retries`)."""
+    return CLI_FLAGS.get(key, "--" + key.replace("_", "-"))
+
+
+def check_options(table: Mapping[str, Any], file: str | os.PathLike | None = None, *,
+                  flags: Collection[str] = ()) -> SlurmOptions:
     """Validate a raw `[executor.slurm]` table (plus command-line overrides) into SlurmOptions.
     Unknown keys and bad values are ConfigErrors naming the file and `executor.slurm.<key>`
-    (with the closest valid key)."""
+    (with the closest valid key) — or, for the keys in `flags` (the values the command line
+    gave), UsageErrors naming the flag (`--slurm-time`)."""
     fname = str(file) if file is not None else None
 
-    def fail(key: str, reason: str) -> ConfigError:
+    def fail(key: str, reason: str) -> NcbenchError:
+        if key in flags:
+            return UsageError(flag_of(key), reason)
         return ConfigError(fname, reason, key=f"executor.slurm.{key}")
 
     out: dict[str, Any] = {}
@@ -115,8 +127,9 @@ def check_options(table: Mapping[str, Any], file: str | os.PathLike | None = Non
         elif key == "signal_delay_s":
             value = _int(value, 1, fail, key)
         elif key in ("mem_gb", "poll_interval"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise fail(key, f"expected a positive number, got {value!r}")
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or value <= 0):
+                raise fail(key, f"expected a positive (finite) number, got {value!r}")
             value = float(value)
         elif key in ("array", "detach"):
             if not isinstance(value, bool):

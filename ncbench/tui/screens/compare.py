@@ -9,6 +9,7 @@ which stays fast) when the experiment's runs change, throttled to the time the q
 from __future__ import annotations
 
 import io
+import math
 import time
 from typing import Any
 
@@ -19,17 +20,18 @@ from textual.binding import Binding
 from textual.containers import Container, ScrollableContainer
 from textual.widgets import Footer, Header, Static
 
-from ncbench.tui.chart import SERIES_COLORS, Chart, Series
+from ncbench.tui.chart import SERIES_COLORS, Chart, Series, legend_text
 from ncbench.tui.ports import DbScreen
 
 __all__ = ["CompareScreen", "COMPARE_CHARTS"]
 
 
+# (metric, title, log by default, bounds of the fitted y axis)
 COMPARE_CHARTS: tuple[tuple[str, str, bool, Any], ...] = (
     ("nc1", "NC1", True, None),
-    ("nc2", "NC2", False, None),
-    ("nc3", "NC3", False, None),
-    ("nc4", "NC4", False, None),
+    ("nc2", "NC2", False, (0.0, math.inf)),
+    ("nc3", "NC3", False, (0.0, math.inf)),
+    ("nc4", "NC4", False, (0.0, math.inf)),
     ("test_acc", "Test accuracy", False, (0.0, 1.0)),
     ("train_acc", "Train accuracy", False, (0.0, 1.0)),
 )
@@ -64,6 +66,7 @@ class CompareScreen(DbScreen):
         self._loading = False
         self._loaded_at = -1e9
         self._min_gap = 2.0
+        self.legend: list[Series] = []  # the curves' losses and colours (the title shows them)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,8 +77,9 @@ class CompareScreen(DbScreen):
             with ScrollableContainer(id="cmp-acc-box", classes="table-box"):
                 yield Static(id="cmp-acc", classes="panel")
             with Container(id="cmp-charts", classes="chart-grid"):
-                for metric, title, log, ylim in COMPARE_CHARTS:
-                    yield Chart(title, log=log, ylim=ylim, id=f"cmp-chart-{metric}")
+                for metric, title, log, bounds in COMPARE_CHARTS:
+                    yield Chart(title, log=log, bounds=bounds, legend=False,
+                                id=f"cmp-chart-{metric}")
             with ScrollableContainer(id="cmp-nc-box", classes="table-box"):
                 yield Static(id="cmp-nc", classes="panel")
         yield Footer(compact=True)
@@ -158,9 +162,12 @@ class CompareScreen(DbScreen):
             self.query_one("#cmp-nc", Static).update("")
             for metric, *_ in COMPARE_CHARTS:
                 self.query_one(f"#cmp-chart-{metric}", Chart).set_series([])
+            self.legend = []
+            self._title()
             return
         self._tables()
         self._charts()
+        self._title()
 
     def _title(self) -> None:
         text = Text()
@@ -176,6 +183,9 @@ class CompareScreen(DbScreen):
                 text.append(f" ({configs.index(select) + 1}/{len(configs)}, w: next)", style="dim")
         text.append("  tables: " + ("all runs" if self.include_unfinished else "done runs only"),
                     style="dim")
+        if self.legend:  # one legend for all charts (one colour per loss), outside the plots
+            text.append("\ncurves: ", style="dim")
+            text.append_text(legend_text(self.legend))
         self.query_one("#cmp-title", Static).update(text)
 
     def _tables(self) -> None:
@@ -185,21 +195,46 @@ class CompareScreen(DbScreen):
         d = self.data or {}
         acc_parts: list[Any] = []
         for block in d.get("acc", []):
-            acc_parts.append(report.accuracy_rich_table(block, pane=True))
+            acc_parts += _unboxed(report.accuracy_rich_table(block, pane=True))
             note = report.excluded_note(block.n_excluded, self.include_unfinished,
                                         hint="u: include them")
             if note:
                 acc_parts.append(Text(note, style="italic dim"))
-        nc_parts: list[Any] = [report.nc_rich_table(block, pane=True) for block in d.get("nc", [])]
+        # The NC tables in their one-line pane form where the box is wide enough for it, else
+        # in `ncbench report`'s compact form (values over their ±std), which fits 80 columns:
+        # no metric column is hidden beyond the box's edge on a wide terminal.
+        room = self._nc_width()
+        nc_parts: list[Any] = []
+        for block in d.get("nc", []):
+            table = report.nc_rich_table(block, pane=True)
+            if _natural_width(table) > room:
+                table = report.nc_rich_table(block)
+            nc_parts += _unboxed(table)
+        self._nc_room = room
         _show_wide(self.query_one("#cmp-acc", Static), acc_parts or [
             Text("no finished runs yet (u: include unfinished)", style="italic")])
         _show_wide(self.query_one("#cmp-nc", Static), nc_parts)
+
+    def _nc_width(self) -> int:
+        """The columns the NC table's box has: the terminal's width, half of it from 120
+        columns (tables left, curves right), less the panel's padding and a scrollbar."""
+        width = self.app.size.width
+        return (width // 2 if width >= 120 else width) - 4
+
+    def on_resize(self) -> None:
+        if self.data and not (self.data.get("missing") or self.data.get("error")):
+            if self._nc_width() != getattr(self, "_nc_room", None):
+                self._tables()
 
     def _charts(self) -> None:
         d = self.data or {}
         curves = d.get("curves", {})
         losses = sorted({loss for cs in curves.values() for loss in cs}, key=str)
         colors = {loss: SERIES_COLORS[i % len(SERIES_COLORS)] for i, loss in enumerate(losses)}
+        seeds = {loss: max([max(c[loss].n_seeds, default=0) for c in curves.values()
+                            if loss in c] or [0]) for loss in losses}
+        self.legend = [Series(f"{loss} (n={seeds[loss]})", [], [], colors[loss])
+                       for loss in losses]
         for metric, *_ in COMPARE_CHARTS:
             series = []
             for loss, curve in curves.get(metric, {}).items():
@@ -238,20 +273,35 @@ class CompareScreen(DbScreen):
     def _refetch(self) -> None:
         self._key = None
         self.data = None
+        self.legend = []
         self._title()
         if not self._loading:
             self._load(self._state_key())
 
 
+def _natural_width(renderable: Any) -> int:
+    """The width a rich renderable takes when nothing squeezes it."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=1000, file=io.StringIO())
+    return Measurement.get(console, console.options, renderable).maximum
+
+
+def _unboxed(table: Any) -> list[Any]:
+    """A rich Table with its title as a line of its own above it (a table wraps its title to
+    its own width: a long title became a narrow block); the caption stays under the table."""
+    title, table.title = table.title, None
+    return [Text(str(title), style="italic"), table] if title else [table]
+
+
 def _show_wide(static: Static, parts: list[Any]) -> None:
     """Show rich renderables at their natural width (the container scrolls sideways), so wide
     tables are not squeezed into unreadable columns on a narrow terminal."""
-    from rich.console import Console, Group
-    from rich.measure import Measurement
+    from rich.console import Group
 
     group = Group(*parts)
-    console = Console(width=1000, file=io.StringIO())
-    width = Measurement.get(console, console.options, group).maximum if parts else 1
+    width = _natural_width(group) if parts else 1
     pad = static.styles.padding
     static.styles.width = max(1, width) + pad.left + pad.right
     static.update(group)

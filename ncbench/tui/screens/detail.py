@@ -8,6 +8,7 @@ Each poll, `read` (in the polling thread) fetches only the run's new evaluations
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from rich.text import Text
@@ -21,22 +22,24 @@ from ncbench.listing import RunRow
 from ncbench.tui.chart import SERIES_COLORS, Chart, Series
 from ncbench.tui.data import RunSeries, fetch_run_detail, fetch_series
 from ncbench.tui.ports import DbScreen
-from ncbench.tui.rows import format_duration, format_metric
+from ncbench.tui.rows import attempt_elapsed, attempt_eta, format_duration, format_metric
 from ncbench.tui.screens.compare import CompareScreen
-from ncbench.tui.widgets import progress_bar, status_text
+from ncbench.tui.widgets import progress_bar, row_status_text
 
 __all__ = ["RunDetailScreen", "DETAIL_CHARTS"]
 
 
-# Charts of the run detail: (id, title, [(metric, legend label)], log by default, y limits).
+# Charts of the run detail: (id, title, [(metric, legend label)], log by default, bounds of the
+# fitted y axis). NC2 measures the classifier W only, so its test value equals the train value
+# by definition: one line.
 DETAIL_CHARTS: tuple[tuple[str, str, tuple[tuple[str, str], ...], bool, Any], ...] = (
     ("nc1", "NC1", (("nc1", "train"), ("test_nc1", "test")), True, None),
-    ("nc2", "NC2", (("nc2", "train"), ("test_nc2", "test")), False, None),
-    ("nc3", "NC3", (("nc3", "train"), ("test_nc3", "test")), False, None),
-    ("nc4", "NC4", (("nc4", "train"), ("test_nc4", "test")), False, None),
+    ("nc2", "NC2", (("nc2", "train = test (W only)"),), False, (0.0, math.inf)),
+    ("nc3", "NC3", (("nc3", "train"), ("test_nc3", "test")), False, (0.0, math.inf)),
+    ("nc4", "NC4", (("nc4", "train"), ("test_nc4", "test")), False, (0.0, math.inf)),
     ("acc", "Accuracy", (("train_acc", "train"), ("val_acc", "val"), ("test_acc", "test")),
      False, (0.0, 1.0)),
-    ("loss", "Loss", (("train_loss", "train"), ("test_loss", "test")), False, None),
+    ("loss", "Loss", (("train_loss", "train"), ("test_loss", "test")), False, (0.0, math.inf)),
     ("lr", "Learning rate", (("lr", ""),), True, None),
 )
 
@@ -64,9 +67,11 @@ class RunDetailScreen(DbScreen):
         yield Header()
         yield Static(id="run-title")
         with VerticalScroll(id="charts", classes="chart-grid"):
-            for cid, title, _, log, ylim in DETAIL_CHARTS:
-                yield Chart(title, log=log, ylim=ylim, id=f"chart-{cid}")
-            yield Static(id="run-config", classes="panel")
+            for cid, title, _, log, bounds in DETAIL_CHARTS:
+                yield Chart(title, log=log, bounds=bounds, id=f"chart-{cid}")
+            # focusable (Tab) and scrollable: a long config (loss_params …) is never cut off
+            with VerticalScroll(id="run-config-box"):
+                yield Static(id="run-config", classes="panel")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -103,7 +108,7 @@ class RunDetailScreen(DbScreen):
         self.runs_changed()
 
     def _draw_charts(self) -> None:
-        for cid, _title, metrics, _log, _ylim in DETAIL_CHARTS:
+        for cid, _title, metrics, _log, _bounds in DETAIL_CHARTS:
             series = []
             for i, (name, label) in enumerate(metrics):
                 xs, ys = self.series.get(name)
@@ -120,11 +125,11 @@ class RunDetailScreen(DbScreen):
             now = self.host.now()
             title.append(f"{row.experiment} · {row.dataset}/{row.model}/{row.loss} "
                          f"w={row.width:g} seed={row.seed}  ", style="bold")
-            title.append_text(status_text(row.status))
+            title.append_text(row_status_text(row))
             title.append(f"  {progress_bar(row.progress, 10)} {row.progress_text}  ")
-            title.append(f"elapsed {format_duration(row.elapsed(now))}")
+            title.append(f"elapsed {format_duration(attempt_elapsed(row, now))}")
             if row.status == RUNNING:
-                title.append(f"  ETA {format_duration(row.eta(now))}")
+                title.append(f"  ETA {format_duration(attempt_eta(row, now))}")
             title.append(f"  NC1 {format_metric(row.nc1)}  test {format_metric(row.test_acc, '%')}")
             if row.error:
                 title.append("\n")

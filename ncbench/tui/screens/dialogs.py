@@ -10,35 +10,41 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-__all__ = ["HelpScreen", "ConfirmScreen", "HELP"]
+__all__ = ["HelpScreen", "ConfirmScreen", "HELP", "HELP_WIDTH"]
 
 
+# Every line fits an 80-column terminal (HELP_WIDTH, with the box's border, padding and
+# scrollbar): the help is never cut on the right.
+HELP_WIDTH = 74
 HELP = """\
 [b]Runs view[/b]
-  ↑ ↓ PgUp PgDn   move              Enter   run detail
-  /               filter            Esc     clear filter
+  ↑ ↓ PgUp PgDn   move                  Enter   run detail
+  /               filter                Esc     clear filter
   s / S           next sort / reverse (or click a column header)
   c               compare the experiment of the selected run
-  R               retry the selected failed / interrupted run (starts the queue)
+  R               retry the selected failed / interrupted run (starts
+                  the queue)
   x               cancel the selected running run (SIGTERM to its worker)
 
 [b]Filter syntax[/b]  terms separated by spaces, all must hold
-  loss:ce,fl  status:running  exp:demo  width:2  seed:0  dataset:digits  model:mlp
-  !status:done (negation)   plain words match any text column
+  loss:ce,fl  status:running  exp:demo  width:2  seed:0
+  dataset:digits  model:mlp  !status:done (negation)
+  plain words match any text column
 
 [b]Run detail[/b]
-  Tab             move between charts    l   log scale of the focused chart
-  c               compare view           R / x   retry / cancel this run
+  Tab             next chart / config   l       log scale of the chart
+  c               compare view          R / x   retry / cancel this run
   Esc             back
 
 [b]Compare view[/b]
   [ / ]           previous / next experiment
   w               next configuration (width, epochs …) of the curves
-  u               tables: include unfinished runs    l   log scale    Esc   back
+  u               tables: include unfinished runs
+  l               log scale             Esc     back
 
 [b]Everywhere[/b]
-  r               start / stop the queue (ncbench run; stop = Ctrl-C to it)
-  ?               this help              q   quit (stops a queue started here)
+  r               start / stop the queue (ncbench run; stop = Ctrl-C)
+  ?               this help             q       quit (stops its queue)
 """
 
 

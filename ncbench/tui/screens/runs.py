@@ -74,7 +74,7 @@ class RunsScreen(DbScreen):
                              style=style))
         else:
             info.append(f"{total} runs")
-        info.append(f"sort: {self.sort_key}{' ↑' if self.reverse else ''}")
+        info.append(f"sort: {self.sort_key} {'↓' if self.reverse else '↑'}")
         if host.db_note:
             info.append(Text(host.db_note, style="italic"))
         self.query_one(StatusBar).update_state(status_counts(host.runs.values(), zeros=True), info)
