@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ncbench.events import fsync_dir
 from ncbench.rundir import (
     CHECKPOINT_DAMAGED_FILE, CHECKPOINT_FILE, CHECKPOINT_PREV_DAMAGED_FILE, CHECKPOINT_PREV_FILE,
 )
@@ -113,19 +114,6 @@ def encode_checkpoint(state: dict[str, Any]) -> bytes:
     return MAGIC + json.dumps(header).encode() + b"\n" + payload
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_temp(path: Path, data: bytes) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -140,7 +128,7 @@ def write_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     folder). No rotation: that is `save_checkpoint`'s."""
     path = Path(path)
     os.replace(_write_temp(path, encode_checkpoint(state)), path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _check_identity(what: dict, run_id: str | None, max_epoch: int | None) -> None:
@@ -226,7 +214,7 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) -> None:
     if current.exists():
         os.replace(current, prev)
     os.replace(tmp, current)
-    _fsync_dir(run_dir)
+    fsync_dir(run_dir)
 
 
 def _move_aside(path: Path, to: Path) -> str:

@@ -41,7 +41,7 @@ from ncbench.runs import RunSpec
 
 __all__ = [
     "EventLog", "read_events", "read_events_from", "read_heartbeat", "write_spec", "read_spec",
-    "atomic_write_text", "atomic_write_bytes", "utcnow", "utcnow_iso", "parse_time", "encode_value",
+    "atomic_write_text", "atomic_write_bytes", "fsync_dir", "utcnow", "utcnow_iso", "parse_time", "encode_value",
     "decode_value", "scan_events", "EventScan", "validate_event", "validate_heartbeat",
     "EVENT_SCHEMA", "MAX_INT", "NOTE_MAX_CHARS", "PHASE_SETUP", "PHASE_TRAIN", "PHASE_DONE", "HEARTBEAT_PHASES",
 ]
@@ -147,10 +147,12 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, sync_dir: bool = False)
         os.fsync(f.fileno())
     os.replace(tmp, path)
     if sync_dir:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """fsync a folder, so that a rename inside it survives a power loss (no-op where a folder
+    cannot be opened)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
