@@ -278,6 +278,8 @@ def _expand_one(cfg: Config, name: str) -> list[RunSpec]:
             values["grad_clip"] = None
         if values.get("data_root"):  # relative to the config file's folder; ~ expanded
             values["data_root"] = os.path.abspath(cfg.path.parent / Path(values["data_root"]).expanduser())
+        if any(":" in values[k] for k in ("loss", "model", "dataset") if k in values):
+            values["plugin_dir"] = os.path.abspath(cfg.path.parent)  # plug-ins beside the file
         spec = RunSpec(experiment=name, **values)  # every value was checked by check_key
         if spec.run_id not in seen:
             seen.add(spec.run_id)

@@ -26,7 +26,7 @@ __all__ = ["KEYS", "SCALAR_ONLY", "RANGES", "MAX_NESTING", "INT64_MAX", "range_t
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 #: Every key an experiment (or [defaults]) accepts, in RunSpec field order.
-KEYS: tuple[str, ...] = tuple(k for k in RunSpec.FIELDS if k != "experiment")
+KEYS: tuple[str, ...] = tuple(k for k in RunSpec.FIELDS if k not in ("experiment", "plugin_dir"))
 
 #: Keys that cannot sweep: they say where a run is computed, not what (not part of the run id).
 SCALAR_ONLY = RunSpec.PLACEMENT_KEYS

@@ -73,8 +73,11 @@ class ParameterError(NcbenchError, ValueError):
 class UnknownNameError(NcbenchError, ValueError):
     """An unknown registry name (loss, model, dataset, ...), with the closest known one."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]):
+    def __init__(self, kind: str, name: str, known: Iterable[str], *, detail: str | None = None):
         self.kind, self.name, self.known = kind, name, sorted(known)
+        if detail is not None:  # e.g. a plug-in path: why it does not resolve, not a name list
+            super().__init__(f"{kind} '{name}': {detail}")
+            return
         msg = f"unknown {kind} '{name}'" + did_you_mean(name, self.known)
         msg += f"; known: {', '.join(self.known)}"
         super().__init__(msg)

@@ -203,13 +203,15 @@ def run_grid(config_path: str | os.PathLike | None, experiments: Sequence[str] |
              db_path: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None,
              executor: str = "local", options: dict[str, Any] | None = None,
              ui_factory=None, dry_run: bool = False, preflight: bool = True,
-             rerun: bool = False) -> GridResult:
+             rerun: bool = False, only: Sequence[str] | None = None,
+             sets: Sequence[str] | None = None) -> GridResult:
     """`ncbench run`'s library function: load and validate the config (ConfigError: nothing is
     stored), check the datasets, register the runs (`queued`), decide per run (skip done /
     diverged / alive elsewhere; resume lost, interrupted, failed), run the rest with the executor,
     and sync the database one last time. `ui_factory(skipped: int) -> RunUI`; `dry_run`: stop
     after the plan (nothing written). `rerun`: the selection's done, diverged and failed runs are
-    deleted (rows, metrics, run directory: `delete_runs`) and trained again from scratch."""
+    deleted (rows, metrics, run directory: `delete_runs`) and trained again from scratch.
+    `only`/`sets`: `--only KEY=V1,V2` and `--set KEY=VALUE` (`ncbench.selection`)."""
     from ncbench.config import expand, load_config
     from ncbench.paths import check_run_paths, resolve
     from ncbench.preflight import check_datasets, check_runs  # imports torch: the manager only
@@ -218,7 +220,15 @@ def run_grid(config_path: str | os.PathLike | None, experiments: Sequence[str] |
     check_run_paths(paths, given={"--config": config_path is not None, "--db": db_path is not None,
                                   "--workdir": workdir is not None})
     cfg = load_config(paths.config)
-    specs = expand(cfg, list(experiments) if experiments else cfg.default)
+    from ncbench.config import select
+    from ncbench.selection import apply_set, parse_only, parse_set, select_specs
+
+    selection, overrides = parse_only(only), parse_set(sets)
+    names = select(cfg, list(experiments) if experiments else cfg.default)
+    apply_set(cfg, names, overrides)
+    specs = select_specs(expand(cfg, names), selection)
+    if selection and not specs:
+        raise UsageError("--only", "selects none of the runs of " + ", ".join(names))
     _check_data_roots(specs, cfg)
     cli = dict(options or {})
     opts = executor_options(cfg, executor, cli)  # checked here: before anything is registered
@@ -315,18 +325,21 @@ def _check_data_roots(specs: Sequence[RunSpec], config) -> None:
             raise config.error(problem, experiment=spec.experiment, key="data_root")
 
 
-def delete_runs(store: Store, workdir: str | os.PathLike, specs: Sequence[RunSpec]) -> None:
+def delete_runs(store: Store, workdir: str | os.PathLike, specs: Sequence[RunSpec], *,
+                register_again: bool = True) -> None:
     """Delete these runs whole — their rows and metrics, then their run directories (events,
     checkpoints) — and register them again as queued (`ncbench run --rerun`). The rows go in one
     transaction first: should this stop before the directories are gone, the next sync restores
-    the rows from them. Each directory is moved to `<workdir>/trash/` in one step, then removed."""
+    the rows from them. Each directory is moved to `<workdir>/trash/` in one step, then removed.
+    `register_again=False` (`ncbench rm`): the rows stay gone (`specs` need only a `run_id`)."""
     import shutil
 
     if not specs:
         return
     with store.write() as w:
         w.delete_runs([s.run_id for s in specs])
-        w.register_runs(specs)
+        if register_again:
+            w.register_runs(specs)
     trash = Path(workdir) / TRASH_DIR
     for spec in specs:
         d = run_dir_of(workdir, spec.run_id)

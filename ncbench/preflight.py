@@ -28,6 +28,7 @@ from ncbench.config import KEYS, Config, freeze
 from ncbench.errors import ConfigError, NcbenchError, ParameterError
 from ncbench.model_size import check_size
 from ncbench.names import BUILTIN
+from ncbench.registry import add_plugin_dir
 from ncbench.runs import RunSpec
 
 __all__ = ["check_runs", "check_datasets", "check_devices", "located"]
@@ -58,6 +59,7 @@ def check_runs(specs: Sequence[RunSpec], config: Config | None = None) -> None:
     registries = {"loss": losses.LOSSES, "model": models.MODELS, "dataset": data.DATASETS}
     for spec in _distinct(specs, lambda s: (s.experiment, s.loss, s.model, s.dataset,
                                            freeze(s.loss_params))):
+        add_plugin_dir(spec.plugin_dir)
         for kind, registry in registries.items():
             name = getattr(spec, kind)
             if name in BUILTIN[kind]:  # declared, hence registered (the registry holds to it)

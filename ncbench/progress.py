@@ -3,9 +3,10 @@
 On a terminal: a live panel (rich) with the whole grid's bar (done / failed / diverged /
 interrupted counts) and one line per running run — its slot, an epoch bar (fractional inside
 the epoch from the heartbeat), and its latest train accuracy, test accuracy (percent) and NC1.
-Elsewhere (a pipe, a log file, CI): one plain line when a run starts and when it ends, the
-latter with its "final test" accuracy (the last evaluation's; the summary adds the headline
-"test @ best val"). Notes (a failure, a retry, Ctrl-C) are printed above the panel in both cases.
+Until the first worker runs the panel says "starting…" (and `ncbench run` prints a "checking"
+line at once, before the grid's checks). Elsewhere (a pipe, a log file, CI): one plain line
+when a run starts and when it ends, the latter with its "final test" accuracy (the last
+evaluation's; the summary adds the headline "test @ best val"). Notes (a failure, a retry, Ctrl-C) are printed above the panel in both cases.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class RichUI:
         self.skipped, self.title = skipped, title
         self.live: Live | None = None
         self._seen: dict[str, str] = {}
+        self._views: list[RunView] = []
         self.plain = not self.console.is_terminal
 
     # -- RunUI ---------------------------------------------------------------------------------
@@ -51,6 +53,7 @@ class RichUI:
             self.live = Live(console=self.console, auto_refresh=False, transient=False,
                              redirect_stdout=False, redirect_stderr=False)
             self.live.start()
+        self._views = list(views)
         self.live.update(self.render(views), refresh=True)
 
     def note(self, message: str) -> None:
@@ -58,11 +61,12 @@ class RichUI:
 
     def close(self) -> None:
         if self.live is not None:
+            self.live.update(self.render(self._views, final=True), refresh=True)  # no "starting…"
             self.live.stop()
             self.live = None
 
     # -- rendering -----------------------------------------------------------------------------
-    def render(self, views: Sequence[RunView]):
+    def render(self, views: Sequence[RunView], final: bool = False):
         counts = {s: sum(1 for v in views if v.status == s) for s in RUN_STATUSES}
         finished = sum(counts[s] for s in END_STATUSES)
         total = len(views)
@@ -76,8 +80,9 @@ class RichUI:
                              + (f"  [dim]skipped {self.skipped}[/]" if self.skipped else "")),
         )
         running = [v for v in views if v.status == RUNNING]
-        if not running:
-            return head
+        if not running:  # workers import torch and load data before their first event
+            waiting = finished < total and not final
+            return Group(head, Text("starting…", style="dim")) if waiting else head
         table = Table(box=None, padding=(0, 1), show_edge=False, header_style="dim")
         for col, kw in (("run", {}), ("slot", {}), ("epoch", {}), ("", {"width": 20}),
                         ("train", {"justify": "right"}), ("test", {"justify": "right"}),

@@ -12,7 +12,8 @@ Run id
 * keys whose value equals their default (`RunSpec.DEFAULTS`) are left out, so adding a new key
   with a default to RunSpec later never changes the id of an existing run;
 * the experiment name is included (two experiments with the same settings are distinct runs);
-* the *placement* keys `device`, `data_root`, `download`, `compile`, `channels_last` are left out
+* the *placement* keys `device`, `data_root`, `download`, `compile`, `channels_last`,
+  `plugin_dir` are left out
   (`RunSpec.PLACEMENT_KEYS`): they say where and how fast a run is computed, not what is computed,
   so moving a config to another machine, or forcing `device = "cpu"`, keeps the run ids and the
   results already stored;
@@ -42,7 +43,9 @@ class RunSpec:
     `width` is a float, `epochs`/`seed` ints, `lr_milestones` fractions of `epochs` at which the
     learning rate is multiplied by `lr_gamma`, `grad_clip` None or 0 means no clipping,
     `per_class` None means the whole training set (else a balanced subset of n per class),
-    `data_root` None means the data module's default location.
+    `data_root` None means the data module's default location. `plugin_dir` is the folder
+    "package.module:callable" plug-ins are imported from besides `sys.path` (the config's folder,
+    set by `ncbench.config.expand`; None: `sys.path` only).
     """
 
     experiment: str
@@ -72,6 +75,7 @@ class RunSpec:
     precision: str = "fp32"
     compile: bool = False
     channels_last: bool = True
+    plugin_dir: str | None = None
 
     # Filled in after the class body (needs the fields).
     DEFAULTS: ClassVar[dict[str, Any]]
@@ -79,7 +83,7 @@ class RunSpec:
     FIELDS: ClassVar[tuple[str, ...]]
     # Keys that say where/how fast a run is computed, not what: left out of the run id.
     PLACEMENT_KEYS: ClassVar[tuple[str, ...]] = ("device", "data_root", "download", "compile",
-                                                  "channels_last")
+                                                  "channels_last", "plugin_dir")
 
     def __post_init__(self) -> None:
         """Normalise types so that equal runs compare (and hash) equal: width 1 == 1.0, etc.
@@ -104,6 +108,8 @@ class RunSpec:
             put("per_class", int(self.per_class))
         if self.data_root is not None:
             put("data_root", str(self.data_root))
+        if self.plugin_dir is not None:
+            put("plugin_dir", str(self.plugin_dir))
         put("download", bool(self.download))
         put("compile", bool(self.compile))
         put("channels_last", bool(self.channels_last))

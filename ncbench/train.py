@@ -298,6 +298,9 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
     stop = should_stop or (lambda: False)
 
     # --- 1. device, threads, seeds -----------------------------------------------------------
+    from ncbench.registry import add_plugin_dir
+
+    add_plugin_dir(spec.plugin_dir)  # plug-ins beside the experiments.toml, from any cwd/node
     device = resolve_device(spec.device)
     _set_threads()
     _seed_everything(spec.seed)

@@ -18,7 +18,7 @@ def _register_commands() -> None:
     import pkgutil
 
     # `ncbench --help` lists commands in registration order: the pipeline's order first.
-    order = ["cmd_run", "cmd_status", "cmd_sync", "cmd_doctor", "cmd_sql", "cmd_report", "cmd_tui", "cmd_ufm", "cmd_models"]
+    order = ["cmd_run", "cmd_rm", "cmd_status", "cmd_sync", "cmd_doctor", "cmd_sql", "cmd_report", "cmd_tui", "cmd_ufm", "cmd_models"]
     names = [m.name for m in pkgutil.iter_modules(__path__) if m.name.startswith("cmd_")]
     for name in sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n)):
         importlib.import_module(f"{__name__}.{name}")

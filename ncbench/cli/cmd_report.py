@@ -25,6 +25,8 @@ def report(
     rows: str = typer.Option("width", "--rows", help="Swept key for the table rows."),
     cols: str = typer.Option("epochs", "--cols", help="Swept key for the table columns."),
     where: str = typer.Option(None, "--where", help="SQL predicate over run columns and experiments.toml keys, e.g. \"width >= 1 AND loss != 'fl' AND momentum = 0.9\"."),
+    select_only: list[str] = typer.Option(None, "--only", help="Only the runs with KEY=V1,V2 "
+                                          "(repeatable: AND over keys), e.g. --only loss=ce,mse."),
     include_unfinished: bool = typer.Option(False, "--include-unfinished",
                                             help="Count runs that are not 'done' (running, failed, ...) too."),
     metric: str = typer.Option("test_acc_at_best_val", "--metric",
@@ -40,6 +42,11 @@ def report(
 
     rep.check_format(fmt)
     rep.check_where(where)
+    if select_only:
+        from ncbench.selection import parse_only, to_where
+
+        picked = to_where(parse_only(select_only))
+        where = f"({where}) AND {picked}" if where else picked
     for option, path, check in (("--output", output, _check_output), ("--figures", figures, _check_figures)):
         try:
             check(path)

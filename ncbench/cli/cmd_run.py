@@ -136,6 +136,10 @@ def run(
     per_gpu: int = typer.Option(None, "--per-gpu", help="Runs packed on each GPU \\[default: 1]."),
     retries: int = typer.Option(None, "--retries", help="Times a failed run is queued again "
                                                         "\\[default: 0]."),
+    only: list[str] = typer.Option(None, "--only", help="Only the runs with KEY=V1,V2 "
+                                   "(repeatable: AND over keys), e.g. --only loss=ce,mse."),
+    set_: list[str] = typer.Option(None, "--set", help="Override KEY=VALUE (a TOML value) for a "
+                                   "quick try, e.g. --set epochs=5 (new run ids)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; change nothing."),
     rerun: bool = typer.Option(False, "--rerun", help="Delete the selected runs that ended done, "
                                "diverged or failed (rows, events, checkpoints) and train them "
@@ -164,16 +168,19 @@ def run(
     config or missing dataset (nothing is stored), 130 when stopped with Ctrl-C."""
     from rich.console import Console
 
+    console = Console()
+    if console.is_terminal and not dry_run:  # checks + worker start-up take seconds: say so now
+        console.print("[dim]ncbench run: checking the config and the grid…[/]", highlight=False)
+
     from ncbench.grid import run_grid
     from ncbench.progress import RichUI
 
-    console = Console()
     options = {"workers": workers, "gpus": gpus, "per_gpu": per_gpu, "retries": retries,
                "partition": partition, "gpus_per_run": slurm_gpus, "cpus_per_run": slurm_cpus,
                "mem_gb": slurm_mem_gb, "time_min": slurm_time, "account": account, "qos": qos,
                "array_parallelism": array_parallelism, "detach": detach or None}
     result = run_grid(config, experiments, db_path=db, workdir=workdir, executor=executor,
-                      options=options, dry_run=dry_run, rerun=rerun,
+                      options=options, dry_run=dry_run, rerun=rerun, only=only, sets=set_,
                       ui_factory=lambda skipped: RichUI(console, skipped=skipped))
     if dry_run:
         for spec in result.specs:

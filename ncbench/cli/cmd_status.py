@@ -51,15 +51,16 @@ def _pct(value) -> str:
 
 
 def load_status(config: Path | None, db: Path | None, experiments: list[str] | None,
-                statuses: list[str] | None = None, *, hidden: dict[str, int] | None = None
-                ) -> list[RunRow]:
+                statuses: list[str] | None = None, *, hidden: dict[str, int] | None = None,
+                select_only: list[str] | None = None) -> list[RunRow]:
     """The rows `ncbench status` shows (`ncbench.listing.list_runs` over the config's runs).
 
     `config` None means ./experiments.toml, which may then be absent if `db` is given (the
     database alone is shown). The config is validated like `ncbench run` validates it. Without
     `experiments`, the config's experiments that have nothing stored and are not its `default`
     (e.g. the GPU grids of the shipped file, on a laptop) are left out; their names and run
-    counts go into `hidden` when a dict is passed."""
+    counts go into `hidden` when a dict is passed. `select_only`: `--only KEY=V1,V2`
+    (`ncbench.selection`)."""
     from ncbench.config import expand, load_config, select
     from ncbench.listing import list_runs, shown_experiments
     from ncbench.paths import resolve
@@ -82,6 +83,13 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
     rows = list_runs(specs, db_path, experiments, include_unlisted=True, missing_ok=db is None)
     if statuses:
         rows = [r for r in rows if r.status in statuses]
+    if select_only:
+        from ncbench.selection import matches, parse_only, select_specs
+
+        sel = parse_only(select_only)
+        wanted = {s.run_id for s in select_specs(specs, sel)}
+        declared = {s.run_id for s in specs}
+        rows = [r for r in rows if r.run_id in wanted or (r.run_id not in declared and matches(r, sel))]
     return rows
 
 
@@ -95,6 +103,8 @@ def status(
     only: list[str] = typer.Option(None, "--status", "-s",
                                    help="Only runs with this status (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of runs."),
+    select_only: list[str] = typer.Option(None, "--only", help="Only the runs with KEY=V1,V2 "
+                                          "(repeatable: AND over keys), e.g. --only loss=mse."),
 ) -> None:
     """Show runs with their status and progress (executor, slot, attempt, heartbeat, Slurm job).
 
@@ -110,7 +120,8 @@ def status(
             raise UsageError("--status", f"unknown status '{s}'{did_you_mean(s, RUN_STATUSES)}; "
                              f"valid: {', '.join(RUN_STATUSES)}")
     hidden: dict[str, int] = {}
-    rows = load_status(config, db, experiments or None, only or None, hidden=hidden)
+    rows = load_status(config, db, experiments or None, only or None, hidden=hidden,
+                       select_only=select_only or None)
     now = utcnow()
     if as_json:
         typer.echo(json.dumps([to_jsonable(r.to_dict(now)) for r in rows], indent=2))

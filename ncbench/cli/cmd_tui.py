@@ -56,13 +56,17 @@ def tui(
     gpus: str = typer.Option(None, "--gpus", help="For the queue: GPU indices, e.g. 0,1 (as "
                                                   "ncbench run)."),
     executor: str = typer.Option(None, "--executor", "-e", help="For the queue: local | slurm."),
+    select_only: list[str] = typer.Option(None, "--only", help="For the queue: only the runs with "
+                                          "KEY=V1,V2 (as ncbench run)."),
 ) -> None:
     """Live terminal UI: every run with progress and latest NC1 / accuracy, per-run charts,
     loss comparison (the tables of `ncbench report`), queue control. Press ? for keys.
 
     Reads the database read-only (safe while `ncbench run` writes in another terminal)."""
     from ncbench.errors import UsageError
+    from ncbench.selection import parse_only
 
+    parse_only(select_only)  # a bad --only is an error now, not in the queue later
     config_path, db_path, work, names = resolve_paths(config, db, workdir, experiments)
     if run and config_path is None:
         raise UsageError("--run", "needs an experiments file (--config FILE)")
@@ -72,6 +76,8 @@ def tui(
     for flag, value in (("--workers", workers), ("--gpus", gpus), ("--executor", executor)):
         if value is not None:
             run_args += [flag, str(value)]
+    for item in select_only or []:
+        run_args += ["--only", item]
     # Shown (as `ncbench status` lists them): the runs of the named experiments, else those the
     # config declares in its default experiments and those with stored runs, plus every stored
     # run; the queue runs the named ones, else the config's default (as `ncbench run` does).

@@ -339,7 +339,8 @@ class LocalExecutor:
             pass
         try:
             store.set_status(sp.spec.run_id, RUNNING, executor=self.name, slot=slot.name,
-                             attempt=attempt, pid=sp.proc.pid, error=None, finished_at=None)
+                             attempt=attempt, pid=sp.proc.pid, error=None, finished_at=None,
+                             started_at=None)  # per attempt: set again by its start event
         except Exception:  # noqa: BLE001 - the database is informative; the run goes on
             pass
         return _Active(sp.spec, slot, sp.proc, sp.run_dir, attempt, sp.log, watcher)

@@ -31,7 +31,7 @@ from ncbench.report.query import (check_epoch_metrics, check_result_columns, epo
 
 # Config keys that never define a block (bookkeeping, or the seed/loss dimensions themselves).
 _NEVER_BLOCK_KEYS = {"experiment", "loss", "seed", "run_id", "id", "device", "status", "name",
-                     "data_root", "download", "compile"}
+                     "data_root", "download", "compile", "plugin_dir"}
 
 
 def _available_keys(runs: Sequence[Mapping[str, Any]]) -> list[str]:

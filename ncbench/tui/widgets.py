@@ -38,7 +38,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("status", "Status"),
     ("progress", "Progress"),
     ("nc1", "NC1"),
-    ("test_acc", "Test acc"),
+    ("test_acc", "Final test"),  # the last evaluation's, percent (the CLI's "final test")
     ("elapsed", "Elapsed"),
     ("eta", "ETA"),
     ("dataset", "Dataset"),
