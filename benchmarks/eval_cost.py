@@ -9,7 +9,13 @@ and compilation); the amortised overhead at the default `eval_every = 5` is rati
 
 Then it loads the run's last checkpoint and times the three passes separately
 (`ncbench.train.evaluate`, the 2nd call of each) to show where the evaluation time goes,
-and the training split's pass without the NC statistics (their share of that pass).
+and the training split's pass without the NC statistics (their share of that pass) and without
+the extra NC measures (`extra=False`: what `nc_extra` adds to that pass).
+
+`--nc-only` times the NC statistics alone on random float32 features of a CIFAR-sized training
+split (N = 45 000, d = 512, K = 10 and 100; `--nc-sizes`): `CollapseStats` update + compute as
+`evaluate` runs them (features kept, and the two-pass default mode), with and without the extra
+measures — the worst case for their share, since no forward pass is counted.
 
 Data: scikit-learn's digits (real, for `mlp`) or a CIFAR-10-format fixture written to a
 temporary folder (python pickles, class-dependent noisy images; `--n-train` training images
@@ -19,6 +25,7 @@ dataset with `verify=False`.
     python benchmarks/eval_cost.py                        # CPU: digits/mlp-1, cifar-fixture/resnet18-0.25
     python benchmarks/eval_cost.py --device cuda          # wrn50 at widths 0.25 and 2, bf16, 50k images
     python benchmarks/eval_cost.py --write-fixture DIR --n-train 500 --n-test 100   # fixture only
+    python benchmarks/eval_cost.py --nc-only                 # the extra measures' cost alone
 """
 
 from __future__ import annotations
@@ -81,10 +88,22 @@ def sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+def clock(dev: torch.device):
+    """The clock of the with/without-extras comparisons: on the CPU the process's CPU time (one
+    torch thread: unaffected by other processes queueing for the cores of a shared machine),
+    on accelerators wall time (after a sync)."""
+    return time.process_time if dev.type == "cpu" else time.perf_counter
+
+
+EXTRA_REPEATS = 7
+
+
 def split_breakdown(spec, run_dir: Path) -> dict[str, float]:
     """Seconds of each evaluation pass of the checkpointed model (the 2nd call of each),
     the training split's pass also without the NC statistics, and `nc_share`: the fraction of
-    the training split's pass that the NC statistics take."""
+    the training split's pass that the NC statistics take; `extra_overhead`: the training
+    split's pass with the extra NC measures over the pass without them, − 1 (alternating calls,
+    best of EXTRA_REPEATS each)."""
     from ncbench.batches import make_batches
     from ncbench.checkpoint import checkpoint_path, load_checkpoint
     from ncbench.data import make_dataset
@@ -102,21 +121,78 @@ def split_breakdown(spec, run_dir: Path) -> dict[str, float]:
     loss_fn = make_loss(spec.loss, ds.num_classes).to(dev)
     bs = max(EVAL_BATCH_SIZE, spec.batch_size)
     out = {}
+
+    def timed(batches, collapse: bool, extra: bool, now=time.perf_counter) -> float:
+        sync(dev)
+        t0 = now()
+        evaluate(model, loss_fn, batches, ds.num_classes, collapse=collapse, extra=extra)
+        sync(dev)
+        return now() - t0
+
     for key, split, collapse in (("train", "train", True), ("test", "test", True),
                                  ("val", "val", False), ("train_no_nc", "train", False)):
         if len(ds.split(split)) == 0:
             continue
         batches = make_batches(ds, split, bs, dev, train=False, channels_last=setup.channels_last)
-        times = []  # the shapes were autotuned by the run's evaluations already (same process)
-        for _ in range(2):
-            sync(dev)
-            t0 = time.perf_counter()
-            evaluate(model, loss_fn, batches, ds.num_classes, collapse=collapse)
-            sync(dev)
-            times.append(time.perf_counter() - t0)
-        out[key] = min(times[1:])
+        # the shapes were autotuned by the run's evaluations already (same process)
+        out[key] = min([timed(batches, collapse, True) for _ in range(2)][1:])
+    # with and without the extra measures: alternating calls (a busy machine slows both
+    # alike), best of `EXTRA_REPEATS` each
+    batches = make_batches(ds, "train", bs, dev, train=False, channels_last=setup.channels_last)
+    now = clock(dev)
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(EXTRA_REPEATS):  # alternating, in both orders
+        for extra in ((False, True) if i % 2 == 0 else (True, False)):
+            runs[extra].append(timed(batches, True, extra, now))
+    out["train_no_extra"], out["train_extra"] = min(runs[False]), min(runs[True])
     if "train_no_nc" in out:  # what the NC statistics add to the training split's pass
         out["nc_share"] = max(0.0, out["train"] - out["train_no_nc"]) / out["train"]
+    if "train_no_extra" in out:  # what the extra measures add to it (ratio − 1)
+        out["extra_overhead"] = out["train_extra"] / out["train_no_extra"] - 1.0
+    return out
+
+
+def nc_extra_cost(n: int, d: int, k: int, dev: torch.device, repeats: int = 8) -> dict:
+    """Seconds of the NC statistics alone (update over batches of 512 + compute) on random
+    float32 features [n, d], K = k classes, with and without the extra measures: best of
+    `repeats`, alternating, for both of `evaluate`'s modes (features kept; two passes); CPU
+    seconds on the CPU (`clock`)."""
+    from ncbench.nc import CollapseStats
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, k, (n,), generator=gen)
+    y[:k] = torch.arange(k)
+    centres = 3 * torch.randn(k, d, generator=gen)
+    h = (centres[y] + torch.randn(n, d, generator=gen)).to(dev)
+    y = y.to(dev)
+    w = (centres + torch.randn(k, d, generator=gen)).to(dev)
+    b = torch.zeros(k, device=dev)
+    logits = h @ w.T
+    parts = [(h[i:i + 512], y[i:i + 512], logits[i:i + 512]) for i in range(0, n, 512)]
+
+    now = clock(dev)
+
+    def once(keep: bool, extra: bool) -> float:
+        sync(dev)
+        t0 = now()
+        stats = CollapseStats(k, d, device=dev, keep_features=keep, extra=extra)
+        for hb, yb, lb in parts:
+            stats.update(hb, yb, lb)
+        if stats.needs_second_pass:
+            for hb, yb, lb in parts:
+                stats.update_nc4(hb, yb, lb)
+        stats.compute(w, b)
+        sync(dev)
+        return now() - t0
+
+    out = {"n": n, "d": d, "k": k}
+    for keep, mode in ((True, "kept"), (False, "two_pass")):
+        once(keep, True)  # warm-up
+        base, extra = [], []
+        for i in range(repeats):  # alternating, in both orders
+            for with_extra in ((False, True) if i % 2 == 0 else (True, False)):
+                (extra if with_extra else base).append(once(keep, with_extra))
+        out[mode] = {"without": min(base), "with": min(extra), "overhead": min(extra) / min(base) - 1}
     return out
 
 
@@ -137,8 +213,9 @@ def bench(model: str, width: float, dataset: str, args, data_root: str | None) -
         if status != "done":
             raise SystemExit(f"{model}-{width:g}: the run ended {status}")
         parts = split_breakdown(spec, Path(tmp))
-    ep = sink.metric("epoch_seconds")
-    ev = sink.metric("eval_seconds")
+    trained = [m for epoch, m in sink.evals if epoch >= 1]  # not the epoch-0 evaluation
+    ep = [m["epoch_seconds"] for m in trained]
+    ev = [m["eval_seconds"] for m in trained]
     started = sink.started[0]
     return {"model": model, "width": width, "dataset": dataset, "batch": args.batch,
             "precision": started.get("precision"), "channels_last": started.get("channels_last"),
@@ -166,6 +243,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--json", default="")
     ap.add_argument("--write-fixture", default="", metavar="DIR",
                     help="only write the CIFAR-10-format fixture into DIR and exit")
+    ap.add_argument("--nc-only", action="store_true",
+                    help="only time the NC statistics with and without the extra measures")
+    ap.add_argument("--nc-sizes", default="45000:512:10,45000:512:100", help="N:d:K list for --nc-only")
     args = ap.parse_args(argv)
     cuda = args.device.startswith("cuda")
     args.n_train = args.n_train or (50_000 if cuda else 1000)
@@ -180,6 +260,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if threads or not cuda:
         os.environ["NCBENCH_THREADS"] = str(threads or 1)  # train_run applies it
         torch.set_num_threads(threads or 1)
+    if args.nc_only:
+        dev = torch.device(args.device)
+        print(f"NC statistics alone, {torch.get_num_threads()} torch thread(s), {dev}"
+              + (" (CPU seconds)" if dev.type == "cpu" else ""))
+        print(f"{'N':>6s} {'d':>5s} {'K':>4s}  mode      without s  with s  extra overhead")
+        rows = []
+        for item in args.nc_sizes.split(","):
+            n, d, k = (int(v) for v in item.split(":"))
+            r = nc_extra_cost(n, d, k, dev)
+            rows.append(r)
+            for mode in ("kept", "two_pass"):
+                m = r[mode]
+                print(f"{n:6d} {d:5d} {k:4d}  {mode:8s} {m['without']:9.3f} {m['with']:7.3f}  "
+                      f"{m['overhead']:+.1%}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"nc_only": rows}, indent=1))
+        return rows
     models = args.models or ("wrn50:0.25:cifar10,wrn50:2:cifar10" if cuda
                              else "mlp:1:digits,resnet18:0.25:cifar10")
     from train_throughput import environment
@@ -199,13 +296,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   f"epochs {', '.join(f'{s:.2f}' for s in r['epoch_seconds'])} s, evals "
                   f"{', '.join(f'{s:.2f}' for s in r['eval_seconds'])} s", flush=True)
     print(f"{'model':14s} {'data':8s} {'prec':5s} {'epoch s':>8s} {'eval s':>8s} {'eval/epoch':>10s} "
-          f"{'@every 5':>8s}   eval passes (s): train / test / val · NC share of train pass")
+          f"{'@every 5':>8s}   eval passes (s): train / test / val · NC share of train pass · "
+          f"extra measures' overhead on it")
     for r in rows:
         p = r["parts"]
         parts = " / ".join(f"{p[k]:.2f}" if k in p else "—" for k in ("train", "test", "val"))
         print(f"{r['model'] + '-' + format(r['width'], 'g'):14s} {r['dataset']:8s} {r['precision']:5s} "
               f"{r['epoch_seconds'][-1]:8.2f} {r['eval_seconds'][-1]:8.2f} {r['fraction']:10.2f} "
-              f"{r['fraction'] / 5:8.2f}   {parts} · {p.get('nc_share', float('nan')):.0%}")
+              f"{r['fraction'] / 5:8.2f}   {parts} · {p.get('nc_share', float('nan')):.0%} · "
+              f"{p.get('extra_overhead', float('nan')):+.1%}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=1, default=str))
     return rows

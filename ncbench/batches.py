@@ -2,7 +2,8 @@
 
 `DeviceBatches` holds a whole split on the device (uint8 images stay uint8: CIFAR-10's training
 set is 150 MB) and yields `(x, y)` batches: `x` float32 `[B, *input_shape]` normalised,
-`y` int64 `[B]`. Per batch, vectorised over the batch (no Python loop over samples):
+`y` int64 `[B]` (`input_shape` (C, H, W), (C, L) or (D,): mean/std per channel, or per feature
+for vectors). Per batch, vectorised over the batch (no Python loop over samples):
 gather by index → random crop with zero padding (offsets uniform in [0, 2·pad]) and horizontal
 flip (p = 0.5) as one gather → /255 for uint8 → (x − mean)/std. This is exactly
 `RandomCrop(H, padding=pad)` + `RandomHorizontalFlip()` + `ToTensor()` + `Normalize(mean, std)`

@@ -173,7 +173,7 @@ def _check_value(fail, key: str, v: Any) -> None:
             raise fail(f"expected \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"mps\", got {v!r}")
     elif key == "data_root":
         string()
-    elif key in ("download", "compile"):
+    elif key in ("download", "compile", "nc_extra"):
         if not isinstance(v, bool):
             raise fail(f"expected true or false, got {v!r} ({typename(v)})")
     elif key == "precision":

@@ -107,6 +107,11 @@ class WorkdirBusyError(NcbenchError):
     """Another `ncbench run` manages the runs of this workdir right now."""
 
 
+class RunAliveError(NcbenchError):
+    """A run is being trained right now (a fresh heartbeat: a worker here, or a Slurm job on
+    another node), so it cannot be deleted."""
+
+
 class SlurmUnavailableError(NcbenchError):
     """Slurm's commands are missing or do not answer here."""
 

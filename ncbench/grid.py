@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ncbench.errors import ConfigError, ParameterError, UsageError, WorkdirBusyError, did_you_mean
+from ncbench.errors import (ConfigError, ParameterError, RunAliveError, UsageError,
+                            WorkdirBusyError, did_you_mean, plural)
 from ncbench.executors import get_executor
 from ncbench.executors.base import NullUI
 from ncbench.lifecycle import (
-    DIVERGED, DONE, END_STATUSES, FAILED, FINISHED, INTERRUPTED, LOST, NEW, QUEUED, RunState,
+    ALIVE, DIVERGED, DONE, END_STATUSES, FAILED, FINISHED, INTERRUPTED, LOST, NEW, QUEUED, RunState,
     classify_run, STALE_AFTER_S, end_lost_attempt, honours_retry, why_not_start,
 )
 from ncbench.dbfile import missing_parts
@@ -331,11 +332,24 @@ def delete_runs(store: Store, workdir: str | os.PathLike, specs: Sequence[RunSpe
     checkpoints) — and register them again as queued (`ncbench run --rerun`). The rows go in one
     transaction first: should this stop before the directories are gone, the next sync restores
     the rows from them. Each directory is moved to `<workdir>/trash/` in one step, then removed.
-    `register_again=False` (`ncbench rm`): the rows stay gone (`specs` need only a `run_id`)."""
+    `register_again=False` (`ncbench rm`): the rows stay gone (`specs` need only a `run_id`).
+    RunAliveError, and nothing deleted, when a run is alive (`lifecycle.classify_run`: a fresh
+    heartbeat from this host's live pid or from another host)."""
     import shutil
 
     if not specs:
         return
+    # A worker still on a run (here, or a Slurm job of an earlier, detached `ncbench run` on
+    # another node) would write into the directory again: refuse before anything is deleted.
+    alive = [(s.run_id, state.note) for s in specs
+             if (d := run_dir_of(workdir, s.run_id)).is_dir()
+             and (state := classify_run(d)).status == ALIVE]
+    if alive:
+        shown = "; ".join(f"{rid}: {note}" for rid, note in alive[:5])
+        raise RunAliveError(f"{plural(len(alive), 'run')} still being trained, nothing deleted "
+                            f"({shown}{'; ...' if len(alive) > 5 else ''}); stop them first "
+                            "(Ctrl-C on their `ncbench run`, `scancel` for Slurm jobs, x in "
+                            "the TUI) or wait until they end")
     with store.write() as w:
         w.delete_runs([s.run_id for s in specs])
         if register_again:

@@ -20,17 +20,24 @@ Models (width X scales them as stated; see docs/models-data.md):
 - `resnet18`: the standard CIFAR ResNet-18 (= `wrn18` at X = 1 unless a width is given).
 - `mlp`: flattens its input; `depth` hidden layers (default 3) of round(256X) units, each
   Linear → BatchNorm1d → ReLU; d = round(256X).
+- `cnn1d`: for 1-D signals (C, L) (MNIST-1D): three blocks Conv1d(k=3, stride 2, pad 1) →
+  BatchNorm1d → ReLU of round(32X), round(64X), round(128X) channels (L → ⌈L/2⌉ each), flatten,
+  then one hidden Linear → BatchNorm1d → ReLU of round(256X) units; d = round(256X).
 
-`input_shape` is what one sample looks like to the model: (C, H, W) for images or (D,) for
-vectors (`SplitDataset.input_shape`), so the pipeline calls
+`input_shape` is what one sample looks like to the model: (C, H, W) for images, (C, L) for 1-D
+signals or (D,) for vectors (`SplitDataset.input_shape`), so the pipeline calls
 `make_model(name, ds.num_classes, width, input_shape=ds.input_shape)`.
 Extra models: name `"package.module:callable"`, a factory `(num_classes, width, input_shape,
 **kw)`; a new built-in is declared in `ncbench.names.MODELS`, then `@MODELS.register("name")`.
+torchvision's own `vgg11_bn`, `vgg13_bn`, `resnet34`, `resnet50` and `densenet121` come from
+`ncbench.models_tv` (registered here). `check_contract` checks any model against the contract
+above (the run's pre-flight runs it, with a meta-device forward pass, on every model).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -38,7 +45,7 @@ from torch import nn
 
 from ncbench.errors import ParameterError
 from ncbench import names
-from ncbench.model_size import check_depth
+from ncbench.model_size import check_depth, cnn1d_layout_error
 from ncbench.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
@@ -53,7 +60,7 @@ def make_model(name: str, num_classes: int, width: float = 1.0, *,
                **kw) -> nn.Module:
     """Build model `name` for `num_classes` classes at width multiplier `width`.
 
-    `input_shape`: one sample's shape, (C, H, W) or (D,); defaults to (3, 32, 32) for the conv
+    `input_shape`: one sample's shape, (C, H, W), (C, L) or (D,); defaults to (3, 32, 32) for the conv
     nets (which accept any spatial size thanks to global average pooling). `in_channels`
     overrides C for the conv nets. Other keyword arguments go to the model (e.g. `depth` for
     `mlp`). Unknown names raise `UnknownNameError` listing the known ones; bad widths, shapes or
@@ -70,8 +77,8 @@ def make_model(name: str, num_classes: int, width: float = 1.0, *,
     if not math.isfinite(width) or width <= 0:
         raise ParameterError(f"width must be a positive number, got {width!r}", key="width")
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
-    if shape is not None and (len(shape) not in (1, 3) or any(s < 1 for s in shape)):
-        raise ParameterError(f"input_shape must be (C, H, W) or (D,) with positive sizes, "
+    if shape is not None and (len(shape) not in (1, 2, 3) or any(s < 1 for s in shape)):
+        raise ParameterError(f"input_shape must be (C, H, W), (C, L) or (D,) with positive sizes, "
                              f"got {tuple(input_shape)}", key="input_shape")
     if in_channels is not None:
         kw["in_channels"] = int(in_channels)
@@ -82,6 +89,7 @@ def make_model(name: str, num_classes: int, width: float = 1.0, *,
     if not isinstance(model, nn.Module):
         raise ParameterError(f"'{name}' is not a model factory: it returned "
                              f"{type(model).__name__}, not a torch.nn.Module", key="model")
+    check_contract(model, name, num_classes, forward=False)  # cheap; the forward: preflight
     return model
 
 
@@ -93,6 +101,85 @@ def model_names() -> list[str]:
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not) in `model`."""
     return sum(p.numel() for p in model.parameters())
+
+
+#: The batch size of the contract check's forward pass.
+_PROBE_BATCH = 2
+
+
+def check_contract(model: nn.Module, name: str, num_classes: int,
+                   input_shape: Sequence[int] | None = None, *, forward: bool = True) -> int:
+    """ParameterError (key "model") naming what is wrong unless `model` follows the model
+    contract: a `classifier` that is an `nn.Linear(d, K)` with K = `num_classes`, a callable
+    `features`, `feature_dim` (if it has one) equal to d, and — with `forward` — `features(x)`
+    of a batch of 2 samples of `input_shape` (zeros on the model's device, in eval mode: on the
+    meta device no compute at all) shaped [2, d] and `model(x)` shaped [2, K]. Returns d.
+
+    A forward pass that fails raises ParameterError with its first line — except, on the meta
+    device, an operation that meta tensors cannot run (`.item()`, data-dependent shapes): that
+    error is raised as it is (NotImplementedError / RuntimeError), so that the caller can check
+    a real build instead."""
+    what = f"model '{name}' does not follow the model contract"
+    clf = getattr(model, "classifier", None)
+    if clf is None:
+        raise ParameterError(f"{what}: it has no `classifier` (the final nn.Linear(d, K) whose "
+                             f"weight and bias the NC metrics read)", key="model")
+    if not isinstance(clf, nn.Linear):
+        raise ParameterError(f"{what}: its `classifier` is a {type(clf).__name__}, not an "
+                             f"nn.Linear(d, K)", key="model")
+    if clf.out_features != num_classes:
+        raise ParameterError(f"{what}: its classifier has {clf.out_features} outputs, but there "
+                             f"are K = {num_classes} classes", key="model")
+    if not callable(getattr(model, "features", None)):
+        raise ParameterError(f"{what}: it has no `features` method (features(x) -> [B, d], the "
+                             f"penultimate features the classifier takes)", key="model")
+    d = int(clf.in_features)
+    fd = getattr(model, "feature_dim", None)
+    if fd is not None and (isinstance(fd, bool) or not isinstance(fd, numbers.Integral)
+                           or int(fd) != d):
+        raise ParameterError(f"{what}: its feature_dim is {fd!r}, but its classifier takes "
+                             f"d = {d} inputs", key="model")
+    if not forward:
+        return d
+    shape = tuple(int(s) for s in (input_shape or DEFAULT_IMAGE_SHAPE))
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.zeros((_PROBE_BATCH, *shape), device=device)
+    batch = list(x.shape)
+    was = model.training
+    model.eval()
+    try:
+        h = _probe(model.features, x, name, "features(x)", batch)
+        if not isinstance(h, torch.Tensor) or tuple(h.shape) != (_PROBE_BATCH, d):
+            got = list(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+            raise ParameterError(f"{what}: features(x) of a batch of shape {batch} gives {got}; "
+                                 f"it must be [B, d] = [{_PROBE_BATCH}, {d}] (d = "
+                                 f"classifier.in_features)", key="model")
+        out = _probe(model, x, name, "forward(x)", batch)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (_PROBE_BATCH, num_classes):
+            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ParameterError(f"{what}: forward(x) of a batch of shape {batch} gives {got}, "
+                                 f"not the logits [B, K] = [{_PROBE_BATCH}, {num_classes}]",
+                                 key="model")
+    finally:
+        model.train(was)
+    return d
+
+
+def _probe(fn: Callable, x: torch.Tensor, name: str, step: str, batch: list[int]):
+    """`fn(x)` without gradients; its failure as a ParameterError with the first line of the
+    message (see `check_contract` for the meta device's own refusals, raised as they are)."""
+    try:
+        with torch.no_grad():
+            return fn(x)
+    except Exception as exc:  # noqa: BLE001 - the user's code, in its own words
+        text = str(exc).strip()
+        if x.device.type == "meta" and (isinstance(exc, NotImplementedError) or "meta" in text.lower()):
+            raise
+        first = (text.splitlines() or [""])[0]
+        raise ParameterError(f"model '{name}': {step} fails on a batch of shape {batch}: "
+                             f"{type(exc).__name__}" + (f": {first}" if first else ""),
+                             key="model") from None
 
 
 def scaled(channels: int, width: float, what: str = "channels") -> int:
@@ -125,6 +212,10 @@ def _image_channels(name: str, input_shape: tuple[int, ...] | None, in_channels:
     if in_channels is not None:
         return int(in_channels)
     shape = input_shape or DEFAULT_IMAGE_SHAPE
+    if len(shape) == 2:
+        raise ParameterError(f"model '{name}' is a 2-D convolutional network and needs image "
+                             f"inputs (C, H, W), but the dataset gives 1-D signals of shape (C, L) "
+                             f"= {shape}; use model 'cnn1d' (or 'mlp') for 1-D signals", key="model")
     if len(shape) != 3:
         raise ParameterError(f"model '{name}' is a convolutional network and needs image inputs "
                              f"(C, H, W), but the dataset gives vectors of shape {shape}; use model "
@@ -182,12 +273,38 @@ def resnet18(num_classes: int, width: float = 1.0, input_shape: tuple[int, ...] 
     return _basic_resnet18("resnet18", num_classes, width, input_shape, in_channels, zero_init_residual, stem)
 
 
+# torchvision's own architectures by name (vgg11_bn, vgg13_bn, resnet34, resnet50, densenet121):
+# ncbench/models_tv.py, which imports torchvision only when one is built.
+from ncbench import models_tv as _tv  # noqa: E402
+
+for _name in _tv.TV_MODELS:
+    MODELS.register(_name)(getattr(_tv, _name))
+
+
 # --------------------------------------------------------------------------------------------
 # MLP
 # --------------------------------------------------------------------------------------------
 
 
-class MLP(nn.Module):
+class BodyClassifier(nn.Module):
+    """A model that is `body` (input → features `[B, d]`) then `classifier` (`nn.Linear(d, K)`):
+    `features(x) = body(x)`, `forward(x) = classifier(body(x))`. Subclasses build the body and
+    call `_finish(body, d, num_classes)`."""
+
+    def _finish(self, body: nn.Module, feature_dim: int, num_classes: int) -> None:
+        self.body = body
+        self.feature_dim = int(feature_dim)
+        self.classifier = nn.Linear(self.feature_dim, num_classes, bias=True)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate (last hidden layer's) activations `[B, d]`."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(x))
+
+
+class MLP(BodyClassifier):
     """Flatten → `depth` × (Linear → BatchNorm1d → ReLU) → `classifier`.
 
     Holds `body` (the hidden layers, an `nn.Sequential` starting with `nn.Flatten`),
@@ -205,16 +322,7 @@ class MLP(nn.Module):
         for _ in range(self.depth):
             layers += [nn.Linear(d_in, self.hidden), nn.BatchNorm1d(self.hidden), nn.ReLU(inplace=True)]
             d_in = self.hidden
-        self.body = nn.Sequential(*layers)
-        self.feature_dim = self.hidden
-        self.classifier = nn.Linear(self.hidden, num_classes, bias=True)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Last hidden layer's activations `[B, hidden]`."""
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.body(x))
+        self._finish(nn.Sequential(*layers), self.hidden, num_classes)
 
 
 @MODELS.register("mlp")
@@ -227,5 +335,48 @@ def mlp(num_classes: int, width: float = 1.0, input_shape: tuple[int, ...] | Non
             shape = (int(in_channels), *shape[1:])
         in_features = math.prod(shape)
     model = MLP(int(in_features), num_classes, scaled(256, width, "hidden units"), depth=check_depth(depth))
+    model.width = width
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# 1-D CNN (MNIST-1D)
+# --------------------------------------------------------------------------------------------
+
+
+class CNN1D(BodyClassifier):
+    """3 × (Conv1d k=3, stride 2, pad 1 → BatchNorm1d → ReLU) → flatten → Linear → BN → ReLU.
+
+    Holds `body` (an `nn.Sequential`: the conv blocks, `nn.Flatten`, the hidden layer),
+    `classifier` (`nn.Linear(hidden, num_classes)`), `in_channels`, `length`, `channels` (the
+    three conv widths), `hidden` and `feature_dim` (= hidden). Each block halves the length
+    (L → ⌈L/2⌉); the flattened `channels[-1] · L₃` values feed the hidden layer, whose post-ReLU
+    activations are the features. Convolutions have no bias (BatchNorm follows), as in the ResNets.
+    """
+
+    def __init__(self, in_channels: int, length: int, num_classes: int,
+                 channels: Sequence[int], hidden: int):
+        super().__init__()
+        self.in_channels, self.length = int(in_channels), int(length)
+        self.channels, self.hidden = tuple(int(c) for c in channels), int(hidden)
+        layers: list[nn.Module] = []
+        c_in, n = self.in_channels, self.length
+        for c in self.channels:
+            layers += [nn.Conv1d(c_in, c, kernel_size=3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm1d(c), nn.ReLU(inplace=True)]
+            c_in, n = c, (n + 1) // 2
+        layers += [nn.Flatten(1), nn.Linear(c_in * n, self.hidden), nn.BatchNorm1d(self.hidden),
+                   nn.ReLU(inplace=True)]
+        self._finish(nn.Sequential(*layers), self.hidden, num_classes)
+
+
+@MODELS.register("cnn1d")
+def cnn1d(num_classes: int, width: float = 1.0, input_shape: tuple[int, ...] | None = None) -> CNN1D:
+    """1-D CNN for (C, L) signals: conv channels round(32X), round(64X), round(128X), d = round(256X)."""
+    if input_shape is None or len(input_shape) != 2:
+        raise cnn1d_layout_error(input_shape)
+    channels = [scaled(c, width) for c in (32, 64, 128)]
+    model = CNN1D(input_shape[0], input_shape[1], num_classes, channels,
+                  scaled(256, width, "hidden units"))
     model.width = width
     return model

@@ -19,9 +19,12 @@ __all__ = ["LOSSES", "MODELS", "DATASETS", "BUILTIN", "PRECISIONS", "EXECUTORS"]
 #: Losses of `ncbench.losses` (cross-entropy, focal, label smoothing, rescaled MSE).
 LOSSES: tuple[str, ...] = ("ce", "fl", "ls", "mse")
 #: Models of `ncbench.models`.
-MODELS: tuple[str, ...] = ("mlp", "resnet18", "wrn18", "wrn50")
+MODELS: tuple[str, ...] = ("cnn1d", "mlp", "resnet18", "wrn18", "wrn50",
+                           # torchvision's, by ncbench.models_tv
+                           "densenet121", "resnet34", "resnet50", "vgg11_bn", "vgg13_bn")
 #: Datasets of `ncbench.data`.
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "digits", "gaussian", "miniimagenet")
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "digits", "gaussian", "miniimagenet", "mnist1d",
+                              "mnist", "fashionmnist", "svhn", "stl10", "imagefolder")
 
 #: The registry kind (also the experiments.toml key) -> its declared names.
 BUILTIN: Mapping[str, tuple[str, ...]] = MappingProxyType(

@@ -42,17 +42,24 @@ computed exactly in one pass without holding the features. Two exact ways are of
    itself over the kept batches. One forward pass, N × d feature memory, no d × d matrix.
 
 `collapse_metrics(...)` is mode 2 applied to one batch: the same code computes both.
+
+`extra=True` adds the measures of `ncbench.nc_measures` (equinorm, equiangularity, maximal angle,
+self-duality, CDNV, tr Σ_W / tr Σ_B). Besides the above they need the per-class within-class sums
+of squares SS_k = Σ_{i∈k} ‖h_i − μ_k‖² (O(N·d)): exactly centred in the second pass, or in one pass
+(default mode, nc4=False) as Σ ‖h_i − s_k‖² − ‖Σ (h_i − s_k)‖²/n_k about the shifts.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["METRIC_KEYS", "CollapseStats", "collapse_metrics", "simplex_etf"]
+from ncbench.nc_measures import EXTRA_KEYS, extra_measures, nan_measures, simplex_etf
+from ncbench.nc_measures import etf_distance as _etf_distance
+
+__all__ = ["METRIC_KEYS", "EXTRA_KEYS", "CollapseStats", "collapse_metrics", "simplex_etf"]
 
 #: The keys `collapse_metrics` and `CollapseStats.compute` return.
 METRIC_KEYS = ("nc1", "nc2", "nc3", "nc4", "nc2_centered", "nc3_centered")
@@ -63,15 +70,6 @@ _F64 = torch.float64
 # accelerators (fewer, larger kernels).
 _CHUNK_ELEMENTS = {"cpu": 1 << 20}
 _CHUNK_ELEMENTS_DEFAULT = 1 << 24
-
-
-def simplex_etf(num_classes: int, *, dtype: torch.dtype = _F64, device: Any = None) -> torch.Tensor:
-    """The normalised simplex ETF Gram (I_K − 11ᵀ/K)/√(K−1), [K, K] (unit Frobenius norm)."""
-    k = int(num_classes)
-    if k < 2:
-        raise ValueError(f"simplex_etf needs num_classes ≥ 2, got {num_classes}")
-    eye = torch.eye(k, dtype=dtype, device=device)
-    return (eye - 1.0 / k) / math.sqrt(k - 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,15 +162,6 @@ def _basis(counts: torch.Tensor, shift: torch.Tensor, shifted_sums: torch.Tensor
     return _Basis(counts, n, means, centred, u, s, s.unsqueeze(1) * vh, rank, True)
 
 
-def _etf_distance(gram: torch.Tensor) -> float:
-    """‖G/‖G‖_F − E‖_F (NaN if ‖G‖_F is 0 or not finite)."""
-    norm = torch.linalg.matrix_norm(gram)
-    if not torch.isfinite(norm) or float(norm) == 0.0:
-        return float("nan")
-    etf = simplex_etf(gram.shape[0], device=gram.device)
-    return float(torch.linalg.matrix_norm(gram / norm - etf))
-
-
 def _nc1(basis: _Basis, q: torch.Tensor) -> float:
     """nc1 = Σ_{j<r} q_j / (N s_j²) from the projected within-class sums of squares q."""
     r = basis.rank
@@ -182,8 +171,9 @@ def _nc1(basis: _Basis, q: torch.Tensor) -> float:
 
 
 def _metrics(basis: _Basis, q: torch.Tensor | None, mismatches: int | None,
-             weight: torch.Tensor) -> dict[str, float]:
-    """All metrics from the statistics (q and mismatches may be None → nc4 omitted)."""
+             weight: torch.Tensor, within: torch.Tensor | None = None) -> dict[str, float]:
+    """All metrics from the statistics (q and mismatches may be None → nc4 omitted; `within`:
+    the per-class SS_k, given → the extra measures too)."""
     out: dict[str, float] = {}
     if not basis.finite:
         return {key: float("nan") for key in METRIC_KEYS if key != "nc4" or mismatches is not None}
@@ -196,17 +186,22 @@ def _metrics(basis: _Basis, q: torch.Tensor | None, mismatches: int | None,
         out["nc4"] = mismatches / basis.n
     out["nc2_centered"] = _etf_distance(wc @ wc.T)
     out["nc3_centered"] = _etf_distance(wc @ basis.centred)
+    if within is not None:
+        out.update(extra_measures(basis.centred, basis.counts, within, w))
     return out
 
 
 class _SecondPass:
     """Per-batch accumulation once the means are final: q_j and the nc4 mismatches."""
 
-    def __init__(self, basis: _Basis):
+    def __init__(self, basis: _Basis, within: bool = False):
         self.basis = basis
         p, k = basis.coords.shape
         dev = basis.means.device
         self.q = torch.zeros(p, dtype=_F64, device=dev)
+        # SS_k = Σ_{i∈k} ‖h_i − μ_k‖² (only for the extra measures: then `add` centres each
+        # sample on its class mean instead of h_G, see there)
+        self.within = torch.zeros(k, dtype=_F64, device=dev) if within else None
         self.counts = torch.zeros(k, dtype=_F64, device=dev)
         self.mismatches = 0
         self.sq_norms = basis.centred.square().sum(0)  # ‖μ_k − h_G‖², [K]
@@ -219,17 +214,20 @@ class _SecondPass:
 
         Per chunk, one float64 GEMM of h − h_G with [U | Wᵀ] (d × (p + K)) gives
         x = Uᵀ(h − h_G), the within-class coordinates a = x − Uᵀ(μ_y − h_G) (no large common offset
-        left to cancel) and, if needed, the logits W(h − h_G) + (W h_G + b).
+        left to cancel) and, if needed, the logits W(h − h_G) + (W h_G + b). With `within`, the
+        chunk is centred on the class means instead: the GEMM of z = h − μ_y gives a directly,
+        x = a + Uᵀ(μ_y − h_G), the logits W z + (W μ_y + b), and SS_k += ‖z‖² (exact centring).
         """
         b = self.basis
         dev = b.means.device
         p = b.u.shape[1]
         if preds is None and logits is not None:
             preds = logits.argmax(1)
+        by_class = self.within is not None
         if preds is None:
             w = weight.to(device=dev, dtype=_F64)
             proj = torch.cat([b.u, w.T], dim=1)  # [d, p + K]
-            offset = w @ self.h_g  # W h_G (+ b)
+            offset = b.means @ w.T if by_class else w @ self.h_g  # W μ_k [K, K] or W h_G (+ b)
             if bias is not None:
                 offset = offset + bias.to(device=dev, dtype=_F64)
         else:
@@ -237,17 +235,26 @@ class _SecondPass:
         for rows in _row_chunks(features.shape[0], features.shape[1], dev):
             y = labels[rows].to(dev).long()
             c = features[rows].to(device=dev, dtype=_F64, copy=True)
-            c -= self.h_g
+            if by_class:
+                c -= b.means.index_select(0, y)  # h_i − μ_{y_i}
+                self.within.index_add_(0, y, torch.linalg.vector_norm(c, dim=1).square_())
+            else:
+                c -= self.h_g
             out = c @ proj
             del c
-            x = out[:, :p]  # Uᵀ(h_i − h_G)
-            self.q += (x - b.coords[:, y].T).square().sum(0)  # Σ (u_jᵀ(h_i − μ_{y_i}))²
+            if by_class:
+                a = out[:, :p]  # Uᵀ(h_i − μ_{y_i})
+                x = a + b.coords[:, y].T  # Uᵀ(h_i − h_G)
+            else:
+                x = out[:, :p]
+                a = x - b.coords[:, y].T
+            self.q += a.square().sum(0)  # Σ (u_jᵀ(h_i − μ_{y_i}))²
             self.counts += torch.bincount(y, minlength=b.counts.shape[0]).to(_F64)
             # nearest mean: argmin_k ‖h − μ_k‖² = argmin_k ‖m_k‖² − 2 m_kᵀ(h − h_G), m_k = μ_k − h_G,
             # with m_kᵀ(h − h_G) = coords[:, k] · x (m_k lies in the range of U).
             nearest = (self.sq_norms - 2.0 * (x @ b.coords)).argmin(1)
             if preds is None:
-                pred = (out[:, p:] + offset).argmax(1)
+                pred = (out[:, p:] + (offset[y] if by_class else offset)).argmax(1)
             else:
                 pred = preds[rows].to(dev)
             self.mismatches += int((nearest != pred).sum())
@@ -262,9 +269,9 @@ class CollapseStats:
     """Streaming NC statistics of one set of features (see the module docstring for the modes).
 
     Holds (float64, on `device`): per-class counts [K], shifts s_k [K, d] (zero with
-    `keep_features`) and shifted sums Σ (h_i − s_k) [K, d]; in the default mode also the shifted
-    scatter Σ (h_i − s_y)(h_i − s_y)ᵀ [d, d]; with `keep_features=True` instead references to the batches passed to `update` (not
-    copies: do not modify them before `compute`). Typical use::
+    `keep_features`), shifted sums Σ (h_i − s_k) [K, d]; in the default mode the shifted scatter
+    Σ (h_i − s_y)(h_i − s_y)ᵀ [d, d]; with `keep_features=True` references to the batches passed
+    to `update` (not copies: do not modify them before `compute`). Typical use::
 
         stats = CollapseStats(K, d, device)
         for h, y, logits in batches:
@@ -276,17 +283,19 @@ class CollapseStats:
     """
 
     def __init__(self, num_classes: int, dim: int, device: torch.device | str | None = None, *,
-                 keep_features: bool = False):
+                 keep_features: bool = False, extra: bool = False):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"CollapseStats: num_classes must be an integer ≥ 2, got {num_classes!r}")
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"CollapseStats: dim must be a positive integer, got {dim!r}")
         self.num_classes, self.dim, self.keep_features = num_classes, dim, bool(keep_features)
+        self.extra = bool(extra)  # also the measures of ncbench.nc_measures (EXTRA_KEYS)
         self.device = torch.device(device) if device is not None else None
         self._counts: torch.Tensor | None = None
         self._shift: torch.Tensor | None = None  # s_k: class k's mean in the first batch holding it
         self._shifted_sums: torch.Tensor | None = None  # Σ_{y_i = k} (h_i − s_k)
         self._scatter: torch.Tensor | None = None  # Σ_i (h_i − s_{y_i})(…)ᵀ, default mode only
+        self._shifted_sq: torch.Tensor | None = None  # Σ_{y_i = k} ‖h_i − s_k‖², default + extra
         self._kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         self._basis: _Basis | None = None
         self._pass2: _SecondPass | None = None
@@ -302,6 +311,8 @@ class CollapseStats:
         self._shifted_sums = torch.zeros(k, d, dtype=_F64, device=self.device)
         if not self.keep_features:
             self._scatter = torch.zeros(d, d, dtype=_F64, device=self.device)
+            if self.extra:
+                self._shifted_sq = torch.zeros(k, dtype=_F64, device=self.device)
 
     @property
     def num_samples(self) -> int:
@@ -370,6 +381,8 @@ class CollapseStats:
             self._shifted_sums.index_add_(0, y, h)
             if self._scatter is not None:
                 self._scatter.addmm_(h.T, h)
+            if self._shifted_sq is not None:
+                self._shifted_sq.index_add_(0, y, torch.linalg.vector_norm(h, dim=1).square_())
             self._counts += bc
         if self.keep_features:
             preds = logits.detach().argmax(1) if logits is not None else None
@@ -399,7 +412,7 @@ class CollapseStats:
         features, labels, logits = self._check_batch(features, labels, logits, "CollapseStats.update_nc4")
         basis = self._finalize()
         if self._pass2 is None:
-            self._pass2 = _SecondPass(basis)
+            self._pass2 = _SecondPass(basis, within=self.extra)
         if features.shape[0] and basis.finite:
             self._pass2.add(features, labels, logits=logits.detach())
 
@@ -408,9 +421,10 @@ class CollapseStats:
     @torch.no_grad()
     def compute(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                 nc4: bool = True) -> dict[str, float]:
-        """The metrics {nc1, nc2, nc3, nc4, nc2_centered, nc3_centered} for classifier W [K, d],
-        b [K] (None → 0). In the default mode without a second pass, nc4 is unavailable: pass
-        `nc4=False` to get the other five keys, otherwise RuntimeError."""
+        """The metrics {nc1, nc2, nc3, nc4, nc2_centered, nc3_centered} (+ EXTRA_KEYS when
+        constructed with `extra=True`) for classifier W [K, d], b [K] (None → 0). In the default
+        mode without a second pass, nc4 is unavailable: pass `nc4=False` to get the other keys,
+        otherwise RuntimeError."""
         weight = _as_tensor(weight, "compute: weight")
         if weight.dim() != 2 or tuple(weight.shape) != (self.num_classes, self.dim):
             raise ValueError(f"collapse metrics: weight must have shape [K, d] = "
@@ -422,10 +436,10 @@ class CollapseStats:
                                  f"got {list(bias.shape)}")
         basis = self._finalize()
         weight = weight.to(self.device)
-        if not basis.finite:
-            return _metrics(basis, None, 0 if nc4 else None, weight)
+        if not basis.finite:  # every key NaN
+            return _metrics(basis, None, 0 if nc4 else None, weight) | (nan_measures() if self.extra else {})
         if self.keep_features:
-            second = _SecondPass(basis)
+            second = _SecondPass(basis, within=self.extra)
             for feats, labels, preds in self._kept:
                 second.add(feats, labels, preds=preds, weight=weight, bias=bias)
         else:
@@ -437,7 +451,7 @@ class CollapseStats:
                 raise ValueError(f"collapse metrics: the second pass saw {int(second.counts[k])} samples "
                                  f"of class {k}, the first pass {int(basis.counts[k])}; update_nc4 must "
                                  f"see exactly the samples given to update")
-            return _metrics(basis, second.q, second.mismatches if nc4 else None, weight)
+            return _metrics(basis, second.q, second.mismatches if nc4 else None, weight, second.within)
         if nc4:
             raise RuntimeError("CollapseStats.compute: nc4 needs the final class means, i.e. a second "
                                "pass: call update_nc4(h, y, logits) over the same batches first, or "
@@ -447,17 +461,21 @@ class CollapseStats:
         u_r = basis.u[:, : basis.rank]
         shifted_mean_proj = (self._shifted_sums @ u_r) / basis.counts.sqrt().unsqueeze(1)  # [K, r]
         q = (((self._scatter @ u_r) * u_r).sum(0) - shifted_mean_proj.square().sum(0)).clamp_min(0.0)
-        return _metrics(basis, q, None, weight)
+        within = None  # SS_k = Σ ‖h_i − s_k‖² − n_k ‖μ_k − s_k‖² (s_k ≈ μ_k: no cancellation)
+        if self.extra:
+            within = (self._shifted_sq - self._shifted_sums.square().sum(1) / basis.counts).clamp_min(0.0)
+        return _metrics(basis, q, None, weight, within)
 
 
 def collapse_metrics(features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
                      bias: torch.Tensor | None = None, num_classes: int | None = None, *,
-                     logits: torch.Tensor | None = None) -> dict[str, float]:
+                     logits: torch.Tensor | None = None, extra: bool = False) -> dict[str, float]:
     """NC metrics of features [N, d] with labels [N] and the classifier W [K, d], b [K] (None → 0).
 
     Returns {nc1, nc2, nc3, nc4, nc2_centered, nc3_centered} as floats (definitions in the module
     docstring). K is `num_classes`, or weight.shape[0] when None. `logits` [N, K], when given,
-    supply the predictions for nc4 instead of argmax(W h + b) (saves one GEMM). Float64
+    supply the predictions for nc4 instead of argmax(W h + b) (saves one GEMM). `extra=True`
+    adds the measures of `ncbench.nc_measures` (EXTRA_KEYS). Float64
     throughout; no d × d matrix is formed: two chunked passes over the rows, O(N·d·K) work.
     """
     features = _as_tensor(features, "collapse_metrics: features")
@@ -472,6 +490,7 @@ def collapse_metrics(features: torch.Tensor, labels: torch.Tensor, weight: torch
     if weight.shape[1] != features.shape[1]:
         raise ValueError(f"collapse_metrics: features have d = {features.shape[1]} columns but weight is "
                          f"{list(weight.shape)} (expected [K, {features.shape[1]}])")
-    stats = CollapseStats(int(k), int(features.shape[1]), device=features.device, keep_features=True)
+    stats = CollapseStats(int(k), int(features.shape[1]), device=features.device, keep_features=True,
+                          extra=extra)
     stats.update(features, labels, logits)
     return stats.compute(weight, bias)

@@ -10,7 +10,8 @@ so views never import it):
 * `check_datasets`: each distinct dataset loads (or is downloaded, once), `per_class` fits its
   classes, `dataset_params` are accepted, and each distinct model is within the parameter
   budget (`ncbench.model_size`, by arithmetic: an absurd width or depth never starts a build)
-  and builds (on the meta device) with its `width` and `model_params`;
+  and builds (on the meta device) with its `width` and `model_params` into a model that follows
+  the model contract (`ncbench.models.check_contract`, a forward pass on the meta device);
 * `check_devices`: each run's `device` (`cuda`, `cuda:N`, `mps`) is available to its workers.
 
 A component refuses a setting with `ParameterError` (its `.key` names the parameter when it
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 
 from ncbench.config import KEYS, Config, freeze
 from ncbench.errors import ConfigError, NcbenchError, ParameterError
-from ncbench.model_size import check_size
+from ncbench.model_size import MAX_PARAMETERS, check_size
 from ncbench.names import BUILTIN
 from ncbench.registry import add_plugin_dir
 from ncbench.runs import RunSpec
@@ -89,9 +90,7 @@ def check_datasets(specs: Sequence[RunSpec], *, fetch: bool = True,
     and on a cluster, from the submitting machine, which usually has the network that compute
     nodes lack. `fetch=False` (a dry run) downloads nothing: datasets with download on are
     skipped."""
-    import torch
-
-    from ncbench import data, models
+    from ncbench import data
 
     shapes: dict[Any, tuple[int, tuple[int, ...]]] = {}
     built: set[Any] = set()
@@ -124,15 +123,39 @@ def check_datasets(specs: Sequence[RunSpec], *, fetch: bool = True,
         try:
             # the size first, by arithmetic: an absurd width or depth never starts a build
             check_size(spec.model, num_classes, spec.width, input_shape, **spec.model_params)
-            with torch.device("meta"):
-                models.make_model(spec.model, num_classes, spec.width,
-                                  input_shape=input_shape, **spec.model_params)
+            _check_model(spec, num_classes, input_shape)
         except (TypeError, ValueError, RuntimeError, ArithmeticError, MemoryError) as exc:
             k = exc.key if isinstance(exc, ParameterError) else None
             if not isinstance(exc, ParameterError):
                 exc = _first_line(exc, f"model '{spec.model}'")  # torch's: C++ stack frames
             raise located(exc, spec, k if k in ("width", "model") else "model_params",
                           config) from None
+
+
+def _check_model(spec: RunSpec, num_classes: int, input_shape: tuple[int, ...]) -> None:
+    """Build `spec`'s model on the meta device and check the model contract with a forward
+    pass there (`ncbench.models.check_contract`: no memory, no compute). A model whose forward
+    meta tensors cannot run (a user model calling `.item()`, ...) is built and checked for real,
+    on the CPU with a batch of 2 — if its meta build is within the parameter budget."""
+    import torch
+
+    from ncbench import models
+
+    with torch.device("meta"):
+        model = models.make_model(spec.model, num_classes, spec.width,
+                                  input_shape=input_shape, **spec.model_params)
+    try:
+        models.check_contract(model, spec.model, num_classes, input_shape)
+    except RuntimeError:  # incl. NotImplementedError: an operation meta tensors cannot run
+        n = models.count_parameters(model)
+        if n > MAX_PARAMETERS:
+            raise ParameterError(f"model '{spec.model}' would have {n:.3g} parameters, over "
+                                 f"ncbench's budget of {MAX_PARAMETERS:.0e}", key="model") from None
+        del model
+        with torch.device("cpu"):
+            model = models.make_model(spec.model, num_classes, spec.width,
+                                      input_shape=input_shape, **spec.model_params)
+        models.check_contract(model, spec.model, num_classes, input_shape)
 
 
 def _first_line(exc: BaseException, what: str) -> ValueError:

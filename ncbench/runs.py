@@ -61,6 +61,7 @@ class RunSpec:
     weight_decay: float = 5e-4
     grad_clip: float | None = 2.0
     eval_every: int = 5
+    nc_extra: bool = True  # the extra NC measures (ncbench.nc_measures) at each evaluation
     val_fraction: float = 0.1
     loss_params: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
@@ -111,6 +112,7 @@ class RunSpec:
         if self.plugin_dir is not None:
             put("plugin_dir", str(self.plugin_dir))
         put("download", bool(self.download))
+        put("nc_extra", bool(self.nc_extra))
         put("compile", bool(self.compile))
         put("channels_last", bool(self.channels_last))
         put("lr_milestones", tuple(float(m) for m in self.lr_milestones))

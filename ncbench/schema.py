@@ -10,8 +10,9 @@ import re
 
 # Bump when the DDL changes: a writer re-applies the DDL (tables IF NOT EXISTS, views replaced)
 # to a database holding an older version; a database of a newer version is refused.
-# 3: runs.start_epoch, runs.retry_requested_at; 4: 64-bit integer columns (BIGINT), runs.note.
-SCHEMA_VERSION = 4
+# 3: runs.start_epoch, runs.retry_requested_at; 4: 64-bit integer columns (BIGINT), runs.note;
+# 5: the extra NC measures (EXTRA_NC_METRICS) as columns of `epochs` and `results` (views only).
+SCHEMA_VERSION = 5
 
 # Metric names a training run records at each evaluation (long format in `metrics`).
 # Accuracies are fractions in [0, 1]. NC metrics without prefix are on the training split
@@ -22,6 +23,13 @@ EPOCH_METRICS = (
     "test_nc1", "test_nc2", "test_nc3", "test_nc4", "test_nc2_centered", "test_nc3_centered",
     "eval_seconds", "epoch_seconds",
 )
+# The extra NC measures (ncbench.nc_measures, docs/metrics.md; off with `nc_extra = false`),
+# train split and `test_` prefixed, appended to EPOCH_METRICS (schema version 5).
+EXTRA_NC_METRICS = (
+    "equinorm_means", "equinorm_classifier", "equiangular_means", "equiangular_classifier",
+    "maxangle_means", "maxangle_classifier", "self_duality", "cdnv", "nc1_trace",
+)
+EPOCH_METRICS += EXTRA_NC_METRICS + tuple("test_" + m for m in EXTRA_NC_METRICS)
 
 # Config columns copied from the run spec into `runs` (the rest lives in `config` JSON).
 RUN_KEY_COLUMNS = ("experiment", "dataset", "model", "loss", "width", "epochs", "seed")
@@ -92,7 +100,17 @@ _RESULTS_METRIC_SELECT = """b.best_epoch, b.best_val_acc, b.test_acc_at_best_val
     f.nc1 AS final_nc1, f.nc2 AS final_nc2, f.nc3 AS final_nc3, f.nc4 AS final_nc4,
     f.nc2_centered AS final_nc2_centered, f.nc3_centered AS final_nc3_centered,
     f.test_nc1 AS final_test_nc1, f.test_nc2 AS final_test_nc2, f.test_nc3 AS final_test_nc3,
-    f.test_nc4 AS final_test_nc4"""
+    f.test_nc4 AS final_test_nc4,
+    f.equinorm_means AS final_equinorm_means, f.equinorm_classifier AS final_equinorm_classifier,
+    f.equiangular_means AS final_equiangular_means,
+    f.equiangular_classifier AS final_equiangular_classifier,
+    f.maxangle_means AS final_maxangle_means, f.maxangle_classifier AS final_maxangle_classifier,
+    f.self_duality AS final_self_duality, f.cdnv AS final_cdnv, f.nc1_trace AS final_nc1_trace,
+    f.test_equinorm_means AS final_test_equinorm_means,
+    f.test_equiangular_means AS final_test_equiangular_means,
+    f.test_maxangle_means AS final_test_maxangle_means,
+    f.test_self_duality AS final_test_self_duality, f.test_cdnv AS final_test_cdnv,
+    f.test_nc1_trace AS final_test_nc1_trace"""
 _RESULTS_SELECT = _RESULTS_RUN_SELECT + ",\n    " + _RESULTS_METRIC_SELECT
 
 # The columns of `results` derived from a run's metrics (best_*, final_*, wall_seconds).
@@ -113,7 +131,8 @@ def results_sql(run_filter: str = "TRUE", *, metrics: bool = True) -> str:
     It selects the runs first and reads `metrics` restricted to them (no pivot of every metric
     of every run through `epochs`), and computes only what the columns need: the last epoch of
     each run and its values (final_*), and the epoch of the best finite validation accuracy,
-    earliest on ties, with the test accuracy there (best_*). So `results_sql("experiment = ?")`
+    earliest on ties, with the test accuracy there (best_*); the epoch-0 evaluation (the untrained
+    network) is never the best epoch. So `results_sql("experiment = ?")`
     reads only that experiment's metrics (ncbench.report uses it); tests/test_report.py checks
     the rows against a pivot of `epochs` written out independently.
 
@@ -140,7 +159,7 @@ val AS (
     SELECT run_id, arg_max(epoch, {{'acc': value, 'earlier': -epoch}}) AS best_epoch,
            max(value) AS best_val_acc
     FROM metrics
-    WHERE run_id IN (SELECT run_id FROM sel) AND name = 'val_acc'
+    WHERE run_id IN (SELECT run_id FROM sel) AND name = 'val_acc' AND epoch >= 1
           AND value IS NOT NULL AND NOT isnan(value)
     GROUP BY run_id
 ),

@@ -17,7 +17,7 @@ from typing import Any
 from ncbench.config_values import KEYS, freeze
 from ncbench.errors import ConfigError, UsageError, did_you_mean
 
-__all__ = ["parse_only", "parse_set", "matches", "select_specs", "apply_set", "to_where", "ONLY_KEYS"]
+__all__ = ["parse_only", "parse_set", "matches", "select_specs", "keep_row", "apply_set", "to_where", "ONLY_KEYS"]
 
 #: The keys `--only` accepts: the config's, and the experiment's name.
 ONLY_KEYS: tuple[str, ...] = ("experiment", *KEYS)
@@ -104,6 +104,18 @@ def matches(obj: Any, sel: dict[str, set]) -> bool:
 def select_specs(specs: Sequence, sel: dict[str, set]) -> list:
     """The specs that `sel` selects (all of them when `sel` is empty), in their order."""
     return [s for s in specs if matches(s, sel)] if sel else list(specs)
+
+
+def keep_row(row: Any, sel: dict[str, set], declared_ids: "set[str] | frozenset[str]",
+             wanted_ids: "set[str] | frozenset[str]") -> bool:
+    """Whether a listing row (`ncbench status`, the TUI) is shown under `--only` `sel`: a run
+    the config declares is judged by its spec (every config key: `wanted_ids`, the declared runs
+    `select_specs` keeps); a stored run the config does not declare, by its row's columns."""
+    if not sel:
+        return True
+    if row.run_id in declared_ids:
+        return row.run_id in wanted_ids
+    return matches(row, sel)
 
 
 def parse_set(items: Iterable[str] | None, option: str = "--set") -> dict[str, Any]:

@@ -14,12 +14,15 @@ Order of things (each phase is a block below, read in order):
    never resumed from, and never fails the run) — model, optimiser, scheduler, RNG states,
    best-validation record, elapsed wall time; then `sink.start(..., resume_note=...)` (what was
    wrong with the checkpoints passed over, one line, or None);
-5. epochs E = first..epochs: train one epoch (gradient norm clipped at `grad_clip`), then at
+5. epoch 0 (a run that starts from scratch): evaluate the untrained network →
+   `sink.eval(0, metrics)`, so every curve starts where training starts (no best.json, no
+   checkpoint: epoch 0 is never the best-validation epoch; no `epoch_seconds`);
+6. epochs E = first..epochs: train one epoch (gradient norm clipped at `grad_clip`), then at
    every `eval_every`-th epoch and at the last one: evaluate → `sink.eval(E, metrics)` → best.json
    → checkpoint. Between evaluations a checkpoint is also written when more than
    `CHECKPOINT_SECONDS` passed since the last one, so long evaluations intervals lose little work.
 
-Definitions of what is measured at an evaluation of epoch E (1-based: E epochs completed):
+Definitions of what is measured at an evaluation of epoch E (E epochs completed; 0 = untrained):
 
 - `train_loss`, `train_acc`: mean per-sample loss (the loss alone, no weight decay) and accuracy
   on the **training split** (the training set minus the validation holdout), **model in eval
@@ -27,9 +30,10 @@ Definitions of what is measured at an evaluation of epoch E (1-based: E epochs c
   that gives the NC metrics. (The paper's "training accuracy": the network's accuracy on its
   training data, not the running average over an epoch of a changing, augmented model.)
 - `val_acc`: accuracy on the validation holdout; `test_acc`, `test_loss` on the test split.
-- `nc1`…`nc4`, `nc2_centered`, `nc3_centered`: `ncbench.nc` on the training split's
-  penultimate features (same pass); `test_nc1`… on the test split's.
-- `lr`: the learning rate used during epoch E. `epoch_seconds`: wall time of epoch E's training
+- `nc1`…`nc4`, `nc2_centered`, `nc3_centered` (and, unless `nc_extra = false`, the measures
+  of `ncbench.nc_measures`): `ncbench.nc` on the training split's penultimate features (same
+  pass); `test_nc1`… on the test split's.
+- `lr`: the learning rate used during epoch E (at epoch 0: the initial one). `epoch_seconds`: wall time of epoch E's training
   (no evaluation); `eval_seconds`: wall time of this evaluation; `wall_seconds`: wall time of the
   run so far (summed over attempts: the time up to the checkpoint resumed from + this attempt).
 
@@ -206,11 +210,12 @@ def train_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loss_fn: nn.Module, batches, num_classes: int, *,
-             collapse: bool = True, keep_features: bool = True) -> dict[str, float]:
+             collapse: bool = True, keep_features: bool = True, extra: bool = True) -> dict[str, float]:
     """One eval-mode forward pass over `batches` (in order, no augmentation): {"loss" (mean
     per-sample loss), "acc"} and, if `collapse`, the NC metrics of the penultimate features
     (`ncbench.nc.CollapseStats`: features kept on the device when `keep_features`, else a
-    second forward pass for nc4). Float32 (no autocast)."""
+    second forward pass for nc4; `extra`: also the measures of `ncbench.nc_measures`). Float32
+    (no autocast)."""
     from ncbench.nc import CollapseStats
 
     model.eval()
@@ -231,7 +236,8 @@ def evaluate(model: nn.Module, loss_fn: nn.Module, batches, num_classes: int, *,
         n += int(y.shape[0])
         if collapse:
             if stats is None:
-                stats = CollapseStats(num_classes, int(h.shape[1]), device=device, keep_features=keep_features)
+                stats = CollapseStats(num_classes, int(h.shape[1]), device=device,
+                                      keep_features=keep_features, extra=extra)
             stats.update(h, y, logits)
     out = {"loss": float(loss_sum) / max(n, 1), "acc": int(correct) / max(n, 1)}
     if collapse and stats is not None:
@@ -370,7 +376,38 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
         })
         last_ckpt_time = time.perf_counter()
 
-    # --- 5. epochs → train → evaluate → emit → checkpoint ----------------------------------------
+    def measure(epoch: int, epoch_seconds: float | None) -> dict[str, float]:
+        """Every metric of one evaluation (train + test NC metrics, accuracies, timings)."""
+        t1 = time.perf_counter()
+        metrics: dict[str, float] = {}
+        for split, prefix in (("train", ""), ("test", "test_")):
+            if split not in eval_sets:
+                continue
+            r = evaluate(model, loss_fn, eval_sets[split], K, keep_features=keep, extra=spec.nc_extra)
+            if split == "train":
+                metrics["train_loss"], metrics["train_acc"] = r.pop("loss"), r.pop("acc")
+            else:
+                metrics["test_loss"], metrics["test_acc"] = r.pop("loss"), r.pop("acc")
+            metrics.update({prefix + k: v for k, v in r.items()})
+        if "val" in eval_sets:
+            metrics["val_acc"] = evaluate(model, loss_fn, eval_sets["val"], K, collapse=False)["acc"]
+        metrics["lr"] = optimizer.param_groups[0]["lr"] if epoch == 0 else lr
+        if epoch_seconds is not None:  # no training epoch before the epoch-0 evaluation
+            metrics["epoch_seconds"] = epoch_seconds
+        metrics["eval_seconds"] = time.perf_counter() - t1
+        metrics["wall_seconds"] = elapsed_before + (time.perf_counter() - t_run)
+        return metrics
+
+    # --- 5. epoch 0: the untrained network, so every curve starts where training starts ------
+    if first_epoch == 1:
+        if stop():
+            return INTERRUPTED
+        metrics = measure(0, None)
+        sink.eval(0, metrics)
+        if not math.isfinite(metrics.get("train_loss", 0.0)):
+            return DIVERGED
+
+    # --- 6. epochs → train → evaluate → emit → checkpoint ----------------------------------------
     for epoch in range(first_epoch, spec.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
@@ -386,23 +423,7 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
         sink.progress(epoch, 0, len(train_batches))
 
         if diverged or epoch % spec.eval_every == 0 or epoch == spec.epochs:
-            t1 = time.perf_counter()
-            metrics: dict[str, float] = {}
-            for split, prefix in (("train", ""), ("test", "test_")):
-                if split not in eval_sets:
-                    continue
-                r = evaluate(model, loss_fn, eval_sets[split], K, keep_features=keep)
-                if split == "train":
-                    metrics["train_loss"], metrics["train_acc"] = r.pop("loss"), r.pop("acc")
-                else:
-                    metrics["test_loss"], metrics["test_acc"] = r.pop("loss"), r.pop("acc")
-                metrics.update({prefix + k: v for k, v in r.items()})
-            if "val" in eval_sets:
-                metrics["val_acc"] = evaluate(model, loss_fn, eval_sets["val"], K, collapse=False)["acc"]
-            metrics["lr"] = lr
-            metrics["epoch_seconds"] = epoch_seconds
-            metrics["eval_seconds"] = time.perf_counter() - t1
-            metrics["wall_seconds"] = elapsed_before + (time.perf_counter() - t_run)
+            metrics = measure(epoch, epoch_seconds)
             if not diverged and not math.isfinite(metrics.get("train_loss", 0.0)):
                 diverged = True
             sink.eval(epoch, metrics)

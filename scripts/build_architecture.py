@@ -31,7 +31,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Grid and executors", ("ncbench.grid", "ncbench.executors", "ncbench.progress")),
     ("Worker: training and NC metrics", (
         "ncbench.worker", "ncbench.train", "ncbench.data", "ncbench.batches", "ncbench.models",
-        "ncbench._resnet", "ncbench.losses", "ncbench.nc", "ncbench.precision",
+        "ncbench._resnet", "ncbench.models_tv", "ncbench.losses", "ncbench.nc", "ncbench.nc_measures", "ncbench.precision",
         "ncbench.checkpoint")),
     ("Run directories and events", ("ncbench.rundir", "ncbench.events", "ncbench.lifecycle")),
     ("Store", ("ncbench.schema", "ncbench.ingest", "ncbench.store")),

@@ -26,7 +26,7 @@ PACKAGE = ROOT / "ncbench"
 
 #: Modules that train (or build what is trained): data, models, losses, the loop, NC maths.
 TRAINING = ("ncbench.train", "ncbench.worker", "ncbench.models", "ncbench._resnet",
-            "ncbench.losses", "ncbench.nc", "ncbench.data", "ncbench.batches",
+            "ncbench.losses", "ncbench.nc", "ncbench.nc_measures", "ncbench.data", "ncbench.batches",
             "ncbench.precision", "ncbench.checkpoint")
 #: Modules that show or query results.
 VIEWS = ("ncbench.report", "ncbench.tui", "ncbench.listing", "ncbench.cli.cmd_status",

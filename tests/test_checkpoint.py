@@ -286,7 +286,7 @@ def test_ncbench_run_resumes_a_truncated_checkpoint_and_says_so(tmp_path):
     first = ncbench("run", "--config", str(cfg), cwd=tmp_path)
     assert first.returncode == 1, first.stdout + first.stderr
     (run,) = run_dirs(tmp_path / ".ncbench")
-    assert [e["epoch"] for e in of_type(run, "eval")] == [1, 2, 3]
+    assert [e["epoch"] for e in of_type(run, "eval")] == [0, 1, 2, 3]
     truncate(run / CHECKPOINT_FILE)
 
     out = ncbench("run", "--config", str(cfg), cwd=tmp_path)
@@ -294,7 +294,7 @@ def test_ncbench_run_resumes_a_truncated_checkpoint_and_says_so(tmp_path):
     start = of_type(run, "start")[-1]
     assert start["resumed_from_epoch"] == 2
     assert "damaged" in start["resume_note"] and CHECKPOINT_PREV_FILE in start["resume_note"]
-    assert [e["epoch"] for e in of_type(run, "eval")] == [1, 2, 3, 4, 5]
+    assert [e["epoch"] for e in of_type(run, "eval")] == [0, 1, 2, 3, 4, 5]
     log = (run / WORKER_LOG).read_text()
     assert "checkpoint.pt is damaged" in log and "resuming from checkpoint.prev.pt" in log, log
     assert query(tmp_path / "ncbench.duckdb", "SELECT status, last_epoch FROM runs") == [("done", 5)]

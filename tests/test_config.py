@@ -72,12 +72,32 @@ def test_shipped_config_paper_grids(name, model):
         (0.1, 0.9, 5e-4, 2.0, 128, 0.1)
     assert r.lr_milestones == (3 / 7, 5 / 7) and r.lr_gamma == 0.1
     assert len({x.run_id for x in runs}) == len(runs)
+    # faithful to the paper's code: its MSE is eq. (6) divided by K (class_mean)
+    by_loss = {x.loss: x.loss_params for x in runs}
+    assert by_loss == {"ce": {}, "fl": {"gamma": 3}, "ls": {"alpha": 0.1},
+                       "mse": {"kappa": 1, "beta": 15, "class_mean": True}}
 
 
 def test_all_shipped_run_ids_distinct_across_experiments():
     cfg = load_config(ROOT / "experiments.toml")
     runs = expand(cfg)
-    assert len({r.run_id for r in runs}) == len(runs) == 24 + 3 * 192
+    assert len({r.run_id for r in runs}) == len(runs) == 24 + 108 + 3 * 192
+
+
+def test_shipped_trend_grid_spans_the_regimes():
+    """`trend`: four losses × 3 widths × 3 budgets × 3 seeds on MNIST-1D, the widths from
+    clearly under- (fewer weights than training signals) to clearly over-parameterised."""
+    from ncbench.model_size import parameter_count
+
+    cfg = load_config(ROOT / "experiments.toml")
+    runs = expand(cfg, ["trend"])
+    assert len(runs) == 4 * 3 * 3 * 3
+    assert {(r.dataset, r.model) for r in runs} == {("mnist1d", "cnn1d")}
+    widths = sorted({r.width for r in runs})
+    counts = [parameter_count("cnn1d", 10, w, (1, 40)) for w in widths]
+    n_train = 3601  # 4000 MNIST-1D training signals minus the 10 % holdout
+    assert counts[0] < n_train / 2 and counts[-1] > 20 * n_train
+    assert sorted({r.epochs for r in runs}) == [5, 25, 125]
 
 
 def test_default_db_and_workdir_beside_config(tmp_path):

@@ -503,7 +503,10 @@ def test_bad_val_fraction(bad):
 
 
 def test_unknown_dataset():
-    assert dataset_names() == ["cifar10", "cifar100", "digits", "gaussian", "miniimagenet"]
+    from ncbench import names
+
+    assert dataset_names() == sorted(names.DATASETS)  # every declared name, nothing else
+    assert {"cifar10", "cifar100", "digits", "gaussian", "miniimagenet", "mnist1d"} <= set(dataset_names())
     with pytest.raises(UnknownNameError, match="cifar10"):
         make_dataset("cifar1O")
 

@@ -74,7 +74,7 @@ def test_sigkill_worker_fails_run_others_finish_rerun_resumes(tmp_path):
     assert of_type(victim, "start")[-1]["attempt"] == 2
     assert query(db, "SELECT status, attempt, last_epoch FROM runs WHERE experiment = 'victim'") == [("done", 2, 40)]
     assert query(db, "SELECT count(DISTINCT epoch) FROM metrics m JOIN runs r USING (run_id) "
-                     "WHERE r.experiment = 'victim'") == [(20,)]
+                     "WHERE r.experiment = 'victim'") == [(21,)]  # epoch 0 + 20 evaluations
     no_duplicate_metrics(db)
 
 

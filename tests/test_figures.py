@@ -195,6 +195,23 @@ def test_many_evaluations_ticks_are_a_subset_of_them(tmp_path):
         ticks = _ticks(figures.figure_nc(c, "ev").get_axes()[0])
     assert len(ticks) <= figures.MAX_XTICKS and 200.0 in ticks
     assert set(ticks) <= {float(e) for e in evals}
+    assert ticks == [20.0 * k for k in range(1, 11)]  # round spacing, the last epoch ticked
+
+
+def test_ticks_start_at_epoch_zero_and_end_at_the_last():
+    """With the epoch-0 evaluation, every 5 epochs to 125: 0, 25, ..., 125 (the ticks were
+    5, 20, 35, ..., 125, missing the start of training)."""
+    from ncbench.report.blocks import Curve
+
+    def ticks(evals):
+        return figures._epoch_ticks({"ce": Curve(list(evals), [1.0] * len(evals), [1.0] * len(evals),
+                                                 [1.0] * len(evals), [3] * len(evals))})
+    assert ticks(range(0, 130, 5)) == [0, 25, 50, 75, 100, 125]
+    assert ticks(range(0, 805, 5)) == list(range(0, 900, 100))
+    assert ticks(range(0, 38)) == [0, 5, 10, 15, 20, 25, 30, 35]  # no round step ends at 37
+    assert ticks([0, 5]) == [0, 5]
+    odd = [0, 3, 7, 11, 13, 17, 19, 23, 29, 31, 37]  # no round spacing: every k-th, from the end
+    assert ticks(odd)[-1] == 37 and len(ticks(odd)) <= figures.MAX_XTICKS
 
 
 def test_fig1_plots_centred_nc2_nc3_and_labels_them(tmp_path):

@@ -127,7 +127,9 @@ def test_parameter_counts_are_exact():
 
     cases = [("mlp", 10, 1.0, (1, 8, 8), {}), ("mlp", 7, 0.5, (32,), {"depth": 5}),
              ("resnet18", 10, 1.0, (3, 32, 32), {}), ("wrn18", 100, 0.5, (3, 84, 84), {"stem": "imagenet"}),
-             ("wrn50", 10, 2.0, (3, 32, 32), {}), ("wrn50", 10, 0.3, (1, 28, 28), {})]
+             ("wrn50", 10, 2.0, (3, 32, 32), {}), ("wrn50", 10, 0.3, (1, 28, 28), {}),
+             ("cnn1d", 10, 0.25, (1, 40), {}), ("cnn1d", 10, 1.0, (1, 40), {}),
+             ("cnn1d", 10, 4.0, (1, 40), {}), ("cnn1d", 100, 0.7, (3, 33), {})]
     for name, k, w, shape, kw in cases:
         with torch.device("meta"):
             model = make_model(name, k, w, input_shape=shape, **kw)

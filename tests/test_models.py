@@ -16,7 +16,8 @@ from ncbench.cli.app import app
 from ncbench.errors import ParameterError, UnknownNameError, UsageError
 from ncbench.models import count_parameters, make_model, model_names
 
-ALL = ["mlp", "resnet18", "wrn18", "wrn50"]
+ALL = ["cnn1d", "densenet121", "mlp", "resnet18", "resnet34", "resnet50", "vgg11_bn",
+       "vgg13_bn", "wrn18", "wrn50"]
 
 
 def meta_model(*args, **kw) -> nn.Module:
@@ -174,7 +175,7 @@ def test_bad_num_classes_and_shape():
     with pytest.raises(ParameterError):
         make_model("mlp", 0, input_shape=(4,))
     with pytest.raises(ParameterError):
-        make_model("mlp", 3, input_shape=(3, 4))
+        make_model("mlp", 3, input_shape=(3, 4, 5, 6))  # (C, L) = (3, 4) is a valid layout now
 
 
 def test_model_by_import_path():
@@ -215,7 +216,7 @@ def test_cli_models_errors_exit_2_without_traceback():
 
 
 @pytest.mark.parametrize("args, option, needle", [
-    (["--input-shape", "3,x"], "--input-shape", "C,H,W or D"),
+    (["--input-shape", "3,x"], "--input-shape", "C,H,W, C,L or D"),
     (["--format", "xml"], "--format", "unknown format 'xml'"),
     (["--classes", "0"], "--classes", "must be ≥ 1"),
 ])

@@ -322,7 +322,7 @@ def _md_tables(text: str) -> list[list[list[str]]]:
 def test_md_shape(con):
     rep = report.build_report(con, ["grid"])
     text = report.render(rep, "md")
-    acc, nc = _md_tables(text)
+    acc, _stats, nc = _md_tables(text)  # the statistics table: tests/test_report_stats.py
     assert acc[0] == ["loss", "width", "epochs=4", "epochs=8"]
     assert set(acc[1]) <= {"---", "---:"}
     body = acc[2:]
@@ -348,7 +348,8 @@ def test_missing_cell_shows_dash(con):
 
 def test_latex_shape(con):
     text = report.render(report.build_report(con), "latex")
-    assert text.count(r"\begin{tabular}") == text.count(r"\end{tabular}") == 6
+    # 3 accuracy blocks, each with its statistics table, and 3 NC blocks
+    assert text.count(r"\begin{tabular}") == text.count(r"\end{tabular}") == 9
     for env in re.findall(r"\\begin\{tabular\}\{(\w+)\}(.*?)\\end\{tabular\}", text, re.S):
         spec, body = env
         rows = [ln for ln in body.splitlines() if ln.endswith(r"\\")]
@@ -372,10 +373,13 @@ def test_rich_tables_one_per_block(con):
     compare view) keeps every cell on one line and leaves the unfinished-runs note to the caller."""
     rep = report.build_report(con, ["grid", "lrsweep"])
     tables = report.rich_tables(rep)
-    assert len(tables) == len(rep.accuracy) + len(rep.nc) == 3 + 3
-    for got, block in zip(tables, rep.accuracy):
+    # each accuracy table is followed by its statistics table (tests/test_report_stats.py)
+    assert len(tables) == 2 * len(rep.accuracy) + len(rep.nc) == 2 * 3 + 3
+    for got, block in zip(tables[:2 * len(rep.accuracy):2], rep.accuracy):
         assert _text(got) == _text(report.accuracy_rich_table(block))
-    for got, block in zip(tables[len(rep.accuracy):], rep.nc):
+    for got, block in zip(tables[1:2 * len(rep.accuracy):2], rep.accuracy):
+        assert _text(got) == _text(report.stats_rich_table(block))
+    for got, block in zip(tables[2 * len(rep.accuracy):], rep.nc):
         assert _text(got) == _text(report.nc_rich_table(block))
     grid_acc, grid_nc = rep.accuracy[0], rep.nc[0]
     assert grid_acc.n_excluded == 2  # the running and the failed run
@@ -534,7 +538,7 @@ def test_real_runs_json_and_csv_match_sql(real_db):
 def test_real_runs_md_latex_and_figures(real_db, tmp_path):
     out = cli("--db", str(real_db), "tiny", "--format", "md", "--figures", str(tmp_path / "figs"))
     assert out.returncode == 0, out.stderr
-    acc, nc = _md_tables(out.stdout)
+    acc, _stats, nc = _md_tables(out.stdout)
     assert acc[0] == ["loss", "width", "epochs=2", "epochs=2000"]
     assert len(acc) - 2 == 3 * 2 + 2
     assert all(r[3] == report.MISSING for r in acc[2:])
@@ -544,7 +548,8 @@ def test_real_runs_md_latex_and_figures(real_db, tmp_path):
         for ln in (ln for ln in body.splitlines() if ln.endswith(r"\\")):
             assert ln.count(" & ") + 1 == len(spec)
     files = sorted(p.name for p in (tmp_path / "figs").iterdir())
-    assert files == sorted(f"tiny_{s}.{f}" for s in ("fig1_nc", "fig2_accuracy", "fig3_heatmap")
+    assert files == sorted(f"tiny_{s}.{f}" for s in ("fig1_nc", "fig2_accuracy", "fig3_heatmap",
+                                                     "fig4_geometry")  # real runs record the extras
                            for f in ("png", "pdf"))
     assert all((tmp_path / "figs" / f).stat().st_size > 5000 for f in files)
     from ncbench.report import figures
@@ -554,7 +559,7 @@ def test_real_runs_md_latex_and_figures(real_db, tmp_path):
         assert [len(ax.get_lines()) for ax in fig1.get_axes()] == [3, 3, 3]
         assert fig1.get_axes()[0].get_yscale() == "log"
         x = fig1.get_axes()[0].get_lines()[0].get_xdata()
-        assert list(x) == [1, 2]  # eval_every = 1, 2 epochs; the width-1, 2-epoch runs
+        assert list(x) == [0, 1, 2]  # epoch 0 (untrained), eval_every = 1, 2 epochs; the width-1, 2-epoch runs
         fig3 = figures.figure_heatmap(c, "tiny")
         assert len([ax for ax in fig3.get_axes() if ax.get_images()]) == 4
 
@@ -599,6 +604,9 @@ def edge_db(tmp_path_factory) -> Path:
         "none": [],
         # validation accuracy NaN everywhere: no best epoch, but a final one
         "allnan": [(1, "val_acc", float("nan")), (2, "val_acc", float("nan")), (2, "nc1", 0.0)],
+        # the epoch-0 evaluation (untrained network) is never the best epoch, even when higher
+        "zero": [(0, "val_acc", 0.95), (0, "test_acc", 0.9), (1, "val_acc", 0.3),
+                 (1, "test_acc", 0.2), (0, "nc1", 9.0)],
     }
     # experiment "c": two runs alike but for a config key named like a `results` column
     # (best_epoch) whose column values differ — so they are not seeds of one configuration
@@ -619,7 +627,7 @@ def edge_db(tmp_path_factory) -> Path:
 
 
 # What `results` means, written out independently of schema.results_sql: the wide `epochs`
-# view, the best epoch by a window (highest finite val_acc, earliest on ties), the final epoch by
+# view, the best epoch by a window (highest finite val_acc after epoch 0, earliest on ties), the final epoch by
 # a join on the last one (this was the view's own DDL before the view became results_sql()).
 REFERENCE_RESULTS = """
 WITH best AS (
@@ -627,7 +635,7 @@ WITH best AS (
     FROM (
         SELECT run_id, epoch, val_acc, test_acc,
                row_number() OVER (PARTITION BY run_id ORDER BY val_acc DESC, epoch ASC) AS rk
-        FROM epochs WHERE val_acc IS NOT NULL AND NOT isnan(val_acc)
+        FROM epochs WHERE epoch >= 1 AND val_acc IS NOT NULL AND NOT isnan(val_acc)
     ) WHERE rk = 1
 ),
 final AS (
@@ -650,7 +658,17 @@ SELECT
     f.nc1 AS final_nc1, f.nc2 AS final_nc2, f.nc3 AS final_nc3, f.nc4 AS final_nc4,
     f.nc2_centered AS final_nc2_centered, f.nc3_centered AS final_nc3_centered,
     f.test_nc1 AS final_test_nc1, f.test_nc2 AS final_test_nc2, f.test_nc3 AS final_test_nc3,
-    f.test_nc4 AS final_test_nc4
+    f.test_nc4 AS final_test_nc4,
+    f.equinorm_means AS final_equinorm_means, f.equinorm_classifier AS final_equinorm_classifier,
+    f.equiangular_means AS final_equiangular_means,
+    f.equiangular_classifier AS final_equiangular_classifier,
+    f.maxangle_means AS final_maxangle_means, f.maxangle_classifier AS final_maxangle_classifier,
+    f.self_duality AS final_self_duality, f.cdnv AS final_cdnv, f.nc1_trace AS final_nc1_trace,
+    f.test_equinorm_means AS final_test_equinorm_means,
+    f.test_equiangular_means AS final_test_equiangular_means,
+    f.test_maxangle_means AS final_test_maxangle_means,
+    f.test_self_duality AS final_test_self_duality, f.test_cdnv AS final_test_cdnv,
+    f.test_nc1_trace AS final_test_nc1_trace
 FROM runs r
 LEFT JOIN best b USING (run_id)
 LEFT JOIN final f USING (run_id)"""
@@ -690,6 +708,7 @@ def test_results_sql_is_the_results_view(which, edge_db, db):
         assert got["odd"] == (3, float("inf"), 0.3, 4, None, None, -1.5)
         assert got["none"] == (None,) * 7
         assert got["allnan"] == (None, None, None, 2, 0.0, None, None)
+        assert got["zero"] == (1, 0.3, 0.2, 1, None, None, None)
     with duckdb.connect(str(path), read_only=True) as c:  # what metrics=False leaves out
         cols = [r[0] for r in c.execute("DESCRIBE results").fetchall()]
         light = [r[0] for r in c.execute(f"DESCRIBE {schema.results_sql(metrics=False)}").fetchall()]

@@ -34,16 +34,17 @@ def test_run_then_rerun_trains_nothing(tmp_path):
     cols = [c for (c,) in query(db, "SELECT column_name FROM (DESCRIBE epochs)")]
     assert set(EPOCH_METRICS) <= set(cols)
     rows = query(db, f"SELECT run_id, epoch, {', '.join(EPOCH_METRICS)} FROM epochs ORDER BY run_id, epoch")
-    assert [(r[1]) for r in rows] == [1, 2, 1, 2]
+    assert [(r[1]) for r in rows] == [0, 1, 2, 0, 1, 2]  # epoch 0: the untrained network
     for r in rows:
         values = dict(zip(EPOCH_METRICS, r[2:]))
+        assert (values["epoch_seconds"] is None) == (r[1] == 0)  # no training before epoch 0
         for name in NC + tuple("test_" + n for n in NC):
             assert values[name] is not None and math.isfinite(values[name]), (name, values[name])
         assert 0 <= values["train_acc"] <= 1 and 0 <= values["test_acc"] <= 1
     results = query(db, "SELECT run_id, best_val_acc, test_acc_at_best_val, final_nc1 FROM results")
     assert len(results) == 2 and all(r[2] is not None for r in results)
     n_metrics = query(db, "SELECT count(*) FROM metrics")[0][0]
-    assert n_metrics == 2 * 2 * len(EPOCH_METRICS)
+    assert n_metrics == 2 * (3 * len(EPOCH_METRICS) - 1)  # epoch 0 has no epoch_seconds
     logs = {d.name: len(events(d)) for d in run_dirs(tmp_path / ".ncbench")}
 
     dry = ncbench("run", "--config", str(cfg), "--dry-run", cwd=tmp_path)

@@ -77,7 +77,7 @@ def test_a_version_3_database_is_migrated_keeping_its_rows(tmp_path):
     before_results = query(db, "SELECT * FROM results")
 
     Store(db).register_runs([])  # any write session migrates
-    assert query(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
+    assert query(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(schema.SCHEMA_VERSION),)]
     types = column_types(db)
     for table, columns in schema.WIDENED_COLUMNS.items():
         for column in columns:

@@ -106,3 +106,34 @@ def test_rm_refuses_while_a_manager_holds_the_workdir(tmp_path):
     done = ncbench("rm", "0123456789ab", "--yes", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert not d.exists()
+
+
+def test_rm_refuses_a_run_alive_under_a_job_elsewhere(tmp_path):
+    """A run whose worker is a Slurm job on another node (fresh heartbeat from that host, no
+    `end`) is not deleted — not its directory, not its row — and the message says where it
+    runs; once its heartbeat is stale (the job is gone) `rm` deletes it."""
+    from datetime import datetime, timedelta, timezone
+
+    from ncbench.events import EventLog
+    from ncbench.rundir import HEARTBEAT_FILE, run_dir_of
+
+    write_config(tmp_path, experiment("a", losses=("ce",), epochs=1))
+    rid = "0123456789ab"
+    d = run_dir_of(tmp_path / ".ncbench", rid)
+    d.mkdir(parents=True)
+    EventLog(d).start(1, host="gpu-node-7", pid=4242, device="cuda:0")
+
+    def beat(age_s: float) -> None:
+        t = (datetime.now(timezone.utc) - timedelta(seconds=age_s)).isoformat(timespec="milliseconds")
+        (d / HEARTBEAT_FILE).write_text(json.dumps(
+            {"pid": 4242, "host": "gpu-node-7", "time": t, "epoch": 3, "phase": "train"}))
+
+    beat(5)
+    refused = ncbench("rm", rid, "--yes", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "still being trained" in refused.stderr and "gpu-node-7" in refused.stderr
+    assert "Traceback" not in refused.stderr and d.is_dir()
+    beat(3600)  # the job is gone: stale heartbeat
+    gone = ncbench("rm", rid, "--yes", cwd=tmp_path)
+    assert gone.returncode == 0, gone.stderr
+    assert not d.exists()

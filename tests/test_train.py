@@ -38,14 +38,17 @@ def test_metrics_names_values_and_learning():
     status = train_run(tiny(epochs=6, eval_every=2, dataset="digits", per_class=30,
                             dataset_params={}), sink)
     assert status == "done"
-    assert [e for e, _ in sink.evals] == [2, 4, 6]
-    for _, m in sink.evals:
-        assert set(m) == set(EPOCH_METRICS), set(EPOCH_METRICS) ^ set(m)
+    assert [e for e, _ in sink.evals] == [0, 2, 4, 6]  # epoch 0: the untrained network
+    for e, m in sink.evals:
+        expected = set(EPOCH_METRICS) - ({"epoch_seconds"} if e == 0 else set())
+        assert set(m) == expected, expected ^ set(m)
         assert all(math.isfinite(v) for v in m.values())
         for k in ("train_acc", "val_acc", "test_acc"):
             assert 0.0 <= m[k] <= 1.0
     loss = sink.metric("train_loss")
-    assert loss[-1] < loss[0] < math.log(10)  # learns, and beats chance from the first evaluation
+    assert loss[-1] < loss[1] < loss[0]  # learns from the untrained network's loss on
+    assert loss[1] < math.log(10)  # and beats chance from the first trained evaluation
+    assert sink.metric("train_acc")[0] < 0.5  # untrained: near chance (10 classes)
     assert sink.metric("nc1")[-1] < sink.metric("nc1")[0]  # within-class variability falls
     assert sink.metric("train_acc")[-1] > 0.9
     wall = sink.metric("wall_seconds")
@@ -83,7 +86,7 @@ def test_lr_schedule_at_milestones():
     sink = ListSink()
     train_run(spec, sink)
     lrs = sink.metric("lr")
-    expected = [0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    expected = [0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]  # epoch 0, then epochs 1..7
     assert lrs == pytest.approx(expected, rel=1e-9)
 
 
@@ -118,7 +121,9 @@ def test_nan_loss_diverges_and_is_reported(tmp_path):
     sink = ListSink()
     status = train_run(tiny(loss="test_train:nan_loss", epochs=5, eval_every=5), sink, run_dir=tmp_path)
     assert status == "diverged"
-    assert len(sink.evals) == 1 and sink.evals[0][0] == 1  # evaluated at the epoch it happened
+    # NaN from the first batch: the untrained network's loss is already NaN, so the run ends at
+    # its epoch-0 evaluation, before any training step
+    assert len(sink.evals) == 1 and sink.evals[0][0] == 0
     assert math.isnan(sink.evals[0][1]["train_loss"])
     assert not checkpoint_path(tmp_path).exists()
 
@@ -132,7 +137,7 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
     first = ListSink()
     stop_after_ckpt = lambda: any(e == 2 for e, _ in first.evals)  # noqa: E731
     assert train_run(spec, first, run_dir=tmp_path / "b", should_stop=stop_after_ckpt) == "interrupted"
-    assert [e for e, _ in first.evals] == [2]
+    assert [e for e, _ in first.evals] == [0, 2]
     ckpt = load_checkpoint(checkpoint_path(tmp_path / "b"))  # verified; weights_only=True inside
     assert ckpt["epoch"] == 2 and ckpt["best"]["epoch"] == 2 and ckpt["run_id"] == spec.run_id
 
@@ -156,3 +161,70 @@ def test_should_stop_interrupts_before_any_checkpoint(tmp_path):
     sink = ListSink()
     assert train_run(tiny(), sink, run_dir=tmp_path, should_stop=lambda: True) == "interrupted"
     assert sink.evals == [] and not checkpoint_path(tmp_path).exists()
+
+
+def late_nan_loss(num_classes: int):
+    """A user loss ("test_train:late_nan_loss"): cross-entropy, NaN from its 10th training call."""
+    calls = {"n": 0}
+
+    def loss(logits, target):
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+        value = F.cross_entropy(logits, target)
+        return value * float("nan") if calls["n"] >= 10 else value
+    return loss
+
+
+def test_nan_after_training_starts_diverges_at_that_epoch(tmp_path):
+    """Epoch 0 is finite; the epoch whose batches turn NaN (epoch 2: 5 batches per epoch) is
+    evaluated once, with its NaNs, and ends the run."""
+    sink = ListSink()
+    status = train_run(tiny(loss="test_train:late_nan_loss", epochs=5, eval_every=5), sink,
+                       run_dir=tmp_path)
+    assert status == "diverged"
+    assert [e for e, _ in sink.evals] == [0, 2]
+    assert math.isfinite(sink.evals[0][1]["train_loss"])
+    assert math.isnan(sink.evals[1][1]["train_loss"])
+
+
+#: (inner loss, epoch) -> the targets of every training batch, in order (recording_loss below).
+_SEEN_TARGETS: dict[str, list[list[int]]] = {}
+
+
+def recording_loss(num_classes: int, inner: str = "ce"):
+    """A user loss ("test_train:recording_loss"): the built-in `inner`, recording the targets of
+    every training batch it is called on (so the data order of runs can be compared)."""
+    from ncbench.losses import make_loss
+
+    fn = make_loss(inner, num_classes)
+    seen = _SEEN_TARGETS.setdefault(inner, [])
+
+    def loss(logits, target):
+        if torch.is_grad_enabled():
+            seen.append(target.tolist())
+        return fn(logits, target)
+    return loss
+
+
+def test_runs_with_one_seed_share_initial_weights_and_data_order():
+    """The pairing the report's paired statistics rely on: whatever the loss, runs with the same
+    seed start from the same weights (the epoch-0 evaluation, which depends on the weights and
+    the data only, is identical bit for bit) and see the training batches in the same order."""
+    from ncbench import names
+
+    epoch0 = {}
+    for loss in names.LOSSES:
+        sink = ListSink()
+        spec = tiny(loss="test_train:recording_loss", loss_params={"inner": loss}, epochs=2)
+        assert train_run(spec, sink) == "done"
+        epoch0[loss] = {k: v for k, v in sink.evals[0][1].items()
+                        if k not in TIMING and "loss" not in k}
+    first = epoch0[names.LOSSES[0]]
+    assert first["train_acc"] < 1.0 and math.isfinite(first["nc1"])
+    for loss in names.LOSSES[1:]:
+        assert epoch0[loss] == first, loss  # same initial weights (accuracies, every NC metric)
+        assert _SEEN_TARGETS[loss] == _SEEN_TARGETS[names.LOSSES[0]], loss  # same data order
+    assert len(_SEEN_TARGETS["ce"]) == 2 * 5  # 2 epochs × 5 batches, all recorded
+    other_seed = ListSink()
+    train_run(tiny(seed=1, epochs=1), other_seed)
+    assert other_seed.evals[0][1]["nc1"] != first["nc1"]  # the seed does change the weights

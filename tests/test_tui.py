@@ -1237,3 +1237,36 @@ async def test_sort_direction_arrows(tmp_path):
         assert "sort: config ↑" in screen_text(app)
         await pilot.press("S")
         assert "sort: config ↓" in screen_text(app)
+
+
+@async_test
+async def test_only_filters_the_shown_runs_as_status_does(tmp_path):
+    """`ncbench tui --only loss=ce` shows the ce runs only — declared (queued) and stored,
+    including a stored run the config no longer declares — as `ncbench status --only` lists
+    them, not every run with only the queue filtered."""
+    from ncbench.cli.cmd_status import load_status
+    from ncbench.config import expand, load_config
+    from ncbench.selection import parse_only
+    from ncbench.store import Store
+
+    cfg_path = tmp_path / "experiments.toml"
+    cfg_path.write_text('[experiments.a]\ndataset = "gaussian"\nmodel = "mlp"\n'
+                        'loss = ["ce", "mse"]\nepochs = 2\nseed = [0, 1]\n')
+    db = tmp_path / "ncbench.duckdb"
+    specs = expand(load_config(cfg_path), ["a"])
+    old = [s for s in expand(load_config(cfg_path), ["a"]) if s.seed == 0]
+    import dataclasses
+    gone = [dataclasses.replace(s, epochs=9) for s in old]  # stored, no longer declared
+    Store(db).register_runs([specs[0], *gone])
+    app = make_app(db, config_path=cfg_path, experiments=["a"],
+                   selection=parse_only(["loss=ce"]))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await fresh_poll(pilot)
+        shown = {r.run_id: r for r in app.runs.values()}
+    want = {r.run_id for r in load_status(cfg_path, db, ["a"], select_only=["loss=ce"])}
+    assert set(shown) == want
+    assert {r.loss for r in shown.values()} == {"ce"} and len(shown) == 3  # 2 declared + 1 gone
+    everything = make_app(db, config_path=cfg_path, experiments=["a"])
+    async with everything.run_test(size=(120, 30)) as pilot:
+        await fresh_poll(pilot)
+        assert len(everything.runs) == 6

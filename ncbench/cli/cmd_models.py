@@ -18,15 +18,15 @@ MAX_WIDTH = 1e6
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
-    """"3,32,32" / "3x32x32" / "64" → a tuple of positive ints (UsageError otherwise)."""
+    """"3,32,32" / "3x32x32" / "1,40" / "64" → a tuple of positive ints (UsageError otherwise)."""
     if text is None or not text.strip():
         return None
     text_ = text.strip()
     shape: tuple[int, ...] = ()
     if re.fullmatch(r"\d+(\s*[,x×]\s*\d+)*", text_):
         shape = tuple(int(p) for p in re.split(r"\s*[,x×]\s*", text_))
-    if len(shape) not in (1, 3) or any(s < 1 for s in shape):
-        raise UsageError("--input-shape", f"must be C,H,W or D with positive integers, got {text!r}")
+    if len(shape) not in (1, 2, 3) or any(s < 1 for s in shape):
+        raise UsageError("--input-shape", f"must be C,H,W, C,L or D with positive integers, got {text!r}")
     if any(s > MAX_DIM for s in shape):
         raise UsageError("--input-shape", f"each size must be ≤ {MAX_DIM:,}, got {text!r}")
     return shape
@@ -41,6 +41,18 @@ def check_sizes(classes: int, widths: list[float]) -> None:
     for w in widths:
         if not (math.isfinite(w) and 0 < w <= MAX_WIDTH):
             raise UsageError("--width", f"must be a number in (0, {MAX_WIDTH:g}], got {w!r}")
+
+
+def _short(reason: str) -> str:
+    """A model's refusal of an input shape or width, as a table note."""
+    if "needs image inputs" in reason:
+        return "needs (C,H,W) input"
+    if "needs 1-D signals" in reason:
+        return "needs (C,L) input"
+    if "has no width knob" in reason:
+        return "no width knob: width 1 only"
+    small = re.search(r"needs images of at least (\S+)", reason)
+    return f"needs ≥ {small.group(1)} images" if small else reason
 
 
 def model_table(names: list[str] | None, classes: int, widths: list[float],
@@ -68,7 +80,7 @@ def model_table(names: list[str] | None, classes: int, widths: list[float],
                 if names:  # the user asked for this model by name: say why it fails
                     raise
                 row.update(params=None, feature_dim=None,
-                           note="needs (C,H,W) input" if exc.key == "model" else exc.reason)
+                           note=_short(exc.reason))
             except NcbenchError:  # an unknown name, ...: as it is
                 raise
             except (ArithmeticError, RuntimeError, TypeError, ValueError, MemoryError) as exc:
@@ -88,7 +100,7 @@ def models(
     model: list[str] = typer.Option(None, "--model", "-m", help="Only these models (repeatable)."),
     classes: int = typer.Option(10, "--classes", "-k", help="Number of classes K."),
     width: list[float] = typer.Option(None, "--width", "-w", help="Width multiplier(s) X (repeatable; default 1)."),
-    input_shape: str = typer.Option(None, "--input-shape", help="One sample's shape: C,H,W or D (default 3,32,32)."),
+    input_shape: str = typer.Option(None, "--input-shape", help="One sample's shape: C,H,W, C,L or D (default 3,32,32)."),
     format: str = typer.Option("table", "--format", "-f", help="table, md or json."),
 ) -> None:
     """List the models with parameter counts and feature dimension at the given width(s) and K."""

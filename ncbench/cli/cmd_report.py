@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -30,18 +31,37 @@ def report(
     include_unfinished: bool = typer.Option(False, "--include-unfinished",
                                             help="Count runs that are not 'done' (running, failed, ...) too."),
     metric: str = typer.Option("test_acc_at_best_val", "--metric",
-                               help="results column of the accuracy table (e.g. final_test_acc)."),
+                               help="results column of the accuracy table (e.g. final_test_acc, "
+                                    "final_nc1); accuracies show as percent, any other "
+                                    "metric in its own units."),
+    reference: str = typer.Option(None, "--reference",
+                                  help="Loss the others are compared with, paired by seed "
+                                       "\\[default: ce]."),
+    margin: float = typer.Option(None, "--margin",
+                                 help="Equivalence margin of the verdicts: percentage points "
+                                      "for an accuracy --metric \\[default: 0.5], the metric's "
+                                      "own units otherwise (e.g. 0.01 for final_nc1; no "
+                                      "default: without it, no equivalence test)."),
 ) -> None:
-    """Accuracy per loss over a rows × cols grid (mean ± std over seeds, spread across losses)
-    and final NC metrics; optional figures. Only finished ('done') runs count by default."""
+    """Accuracy per loss over a rows × cols grid (mean ± std over seeds, spread across losses),
+    its statistics (95 % CIs, paired differences to --reference, equivalence verdicts,
+    Friedman) and final NC metrics; optional figures. Only finished ('done') runs count by
+    default."""
     from rich.console import Console
 
     from ncbench import report as rep
     from ncbench.paths import resolve
+    from ncbench.report.blocks import is_percent
     from ncbench.store import check_ncbench_db, sandboxed_connection
 
     rep.check_format(fmt)
     rep.check_where(where)
+    percent = is_percent(metric)
+    if margin is None and percent:
+        margin = rep.DEFAULT_MARGIN_PP
+    if margin is not None and not (math.isfinite(margin) and margin > 0):
+        unit = "percentage points" if percent else f"{metric}'s units"
+        raise UsageError("--margin", f"must be a positive number ({unit}), not {margin:g}")
     if select_only:
         from ncbench.selection import parse_only, to_where
 
@@ -56,11 +76,16 @@ def report(
     with sandboxed_connection(db_path) as con:  # --where is user SQL: the results tables only
         check_ncbench_db(con, db_path)
         _check_declared(con, config, db, experiments or [])
+        stats = dict(reference=reference or rep.DEFAULT_REFERENCE,
+                     margin=None if margin is None else margin / 100 if percent else margin)
         result = rep.build_report(con, experiments or None, rows, cols, where,
-                                  include_unfinished=include_unfinished)
+                                  include_unfinished=include_unfinished, **stats)
         if metric != rep.ACCURACY_METRIC:
             result.accuracy = rep.accuracy_table(con, experiments or None, rows, cols, where,
-                                                 include_unfinished=include_unfinished, metric=metric)
+                                                 include_unfinished=include_unfinished, metric=metric,
+                                                 **stats)
+        if reference is not None:
+            _check_reference(reference, result)
         figs = {}
         if figures is not None:
             from ncbench.report.figures import make_figures
@@ -93,6 +118,18 @@ def report(
         typer.echo(rep.render(result, fmt), nl=False)
     if figures is not None:
         Console(stderr=True).print(f"wrote {len(written)} figure files to {figures}", highlight=False)
+
+
+def _check_reference(reference: str, result) -> None:
+    """UsageError when `--reference` names a loss that no reported run has."""
+    from ncbench.errors import did_you_mean
+
+    losses = sorted({loss for block in result.accuracy for loss in block.losses}, key=str)
+    if reference not in losses:
+        known = ", ".join(map(str, losses)) or "none"
+        raise UsageError("--reference", f"no reported run has the loss '{reference}'"
+                                        f"{did_you_mean(reference, map(str, losses))}; "
+                                        f"losses: {known}")
 
 
 def _blocking_file(path: Path) -> Path | None:

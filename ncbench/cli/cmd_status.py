@@ -84,12 +84,12 @@ def load_status(config: Path | None, db: Path | None, experiments: list[str] | N
     if statuses:
         rows = [r for r in rows if r.status in statuses]
     if select_only:
-        from ncbench.selection import matches, parse_only, select_specs
+        from ncbench.selection import keep_row, parse_only, select_specs
 
         sel = parse_only(select_only)
         wanted = {s.run_id for s in select_specs(specs, sel)}
         declared = {s.run_id for s in specs}
-        rows = [r for r in rows if r.run_id in wanted or (r.run_id not in declared and matches(r, sel))]
+        rows = [r for r in rows if keep_row(r, sel, declared, wanted)]
     return rows
 
 

@@ -56,8 +56,8 @@ def tui(
     gpus: str = typer.Option(None, "--gpus", help="For the queue: GPU indices, e.g. 0,1 (as "
                                                   "ncbench run)."),
     executor: str = typer.Option(None, "--executor", "-e", help="For the queue: local | slurm."),
-    select_only: list[str] = typer.Option(None, "--only", help="For the queue: only the runs with "
-                                          "KEY=V1,V2 (as ncbench run)."),
+    select_only: list[str] = typer.Option(None, "--only", help="Only the runs with KEY=V1,V2, "
+                                          "shown and queued (as ncbench status / run)."),
 ) -> None:
     """Live terminal UI: every run with progress and latest NC1 / accuracy, per-run charts,
     loss comparison (the tables of `ncbench report`), queue control. Press ? for keys.
@@ -66,7 +66,7 @@ def tui(
     from ncbench.errors import UsageError
     from ncbench.selection import parse_only
 
-    parse_only(select_only)  # a bad --only is an error now, not in the queue later
+    selection = parse_only(select_only)  # a bad --only is an error now, not in the queue later
     config_path, db_path, work, names = resolve_paths(config, db, workdir, experiments)
     if run and config_path is None:
         raise UsageError("--run", "needs an experiments file (--config FILE)")
@@ -83,7 +83,8 @@ def tui(
     # run; the queue runs the named ones, else the config's default (as `ncbench run` does).
     code = run_tui(db_path, config_path=config_path, experiments=names, workdir=work,
                    start_queue=run, poll_interval=interval, run_args=run_args,
-                   queue_experiments=names if experiments else [], all_stored=not experiments)
+                   queue_experiments=names if experiments else [], all_stored=not experiments,
+                   selection=selection)
     if code == 130:
         typer.echo("the queue was stopped; its running runs are interrupted and resume on the "
                    "next `ncbench run` (or `ncbench tui --run`)", err=True)

@@ -10,6 +10,9 @@ dataset family, so the registry `DATASETS` is full. Its modules, one job each:
 * `ncbench.data.small`        — `digits`, `gaussian` (offline).
 * `ncbench.data.cifar`        — `cifar10`, `cifar100` (torchvision).
 * `ncbench.data.miniimagenet` — `miniimagenet` (local pickles or image folders).
+* `ncbench.data.tvsets`       — `mnist`, `fashionmnist`, `svhn`, `stl10` (torchvision).
+* `ncbench.data.imagefolder`  — `imagefolder` (a user's folder-per-class images).
+* `ncbench.data.mnist1d`      — `mnist1d` (generated offline by the `mnist1d` package, cached).
 
 Adding a dataset = one new family module that imports from `base` (and `splits`), never from
 this package, registers its factory with `@DATASETS.register(name)` (the name declared in
@@ -24,7 +27,7 @@ from ncbench.data.base import (DATASETS, TEST_SPLIT_SEED, DatasetFactory, RawDat
 from ncbench.data.splits import balanced_subset, channel_stats, stratified_split
 
 # The families: importing them registers their datasets.
-from ncbench.data import cifar, miniimagenet, small  # noqa: F401
+from ncbench.data import cifar, imagefolder, miniimagenet, mnist1d, small, tvsets  # noqa: F401
 
 __all__ = [
     "DATASETS", "TEST_SPLIT_SEED", "DatasetFactory", "RawDataset", "Split", "SplitDataset",

@@ -13,13 +13,15 @@ the training split *first*, and the validation holdout is then taken from those 
 Representation (`Split(x, y)`): `y` is int64 `[N]` in 0..K−1. `x` has the model's layout
 `[N, *input_shape]`:
 - images are `uint8 [N, C, H, W]` (the value/255 is the [0, 1] pixel, as `ToTensor` gives);
+- 1-D signals are `float32 [N, C, L]` (channels, length; MNIST-1D: `[N, 1, 40]`);
 - vector data and the digits are `float32` (already scaled; digits: pixel/16 in [0, 1]).
-`mean`/`std` (float32 `[C]`, C = input_shape[0]; for vectors one entry per feature) are computed
+`mean`/`std` (float32 `[C]`, C = input_shape[0]: per channel for images and signals; for vectors
+one entry per feature) are computed
 on the delivered `train` split on the [0, 1] scale; `ncbench.batches` normalises with them,
 x ↦ (x − mean)/std, on train, val and test alike. `augment`/`crop_padding`/`hflip` say what
 training-time augmentation is standard for the dataset (random crop with zero padding
 `crop_padding` + horizontal flip for CIFAR (4 px) and miniImageNet (8 px); none for digits and
-gaussian).
+gaussian; none for MNIST-1D either).
 
 A dataset family registers a factory `f(root, download=False, *, options...) -> RawDataset`
 (its official train/test data) with `@DATASETS.register(name)`; `make_dataset` checks the
@@ -73,7 +75,7 @@ class SplitDataset:
     """A dataset in memory, split into train / val / test, with its preprocessing conventions.
 
     Fields: `name`; `train`, `val`, `test` (`Split`); `num_classes` K; `input_shape` (one sample
-    as the model sees it, (C, H, W) or (D,)); `mean`, `std` (float32 `[input_shape[0]]`, on the
+    as the model sees it, (C, H, W), (C, L) or (D,)); `mean`, `std` (float32 `[input_shape[0]]`, on the
     [0, 1] scale, computed on `train`); `augment` (whether standard training augmentation
     applies); `crop_padding` (zero padding of the random crop, 0 = no crop); `hflip` (random
     horizontal flip); `classes` (class names, index = label); `info` (provenance: paths, seeds,
@@ -136,7 +138,7 @@ def make_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     """Load dataset `name` and split it (the conventions: this module's docstring).
 
     `root`: data directory (default `default_root()`); `download`: fetch missing files where the
-    dataset can be downloaded (CIFAR); `val_fraction`: stratified validation holdout of the
+    dataset can be downloaded (CIFAR, MNIST, SVHN, STL-10, ...); `val_fraction`: stratified validation holdout of the
     training split, in [0, 1); `data_seed`: seed of the holdout and the `per_class` subset;
     `per_class`: balanced subset of n training examples per class, taken before the holdout.
     Extra keywords go to the dataset (e.g. `dim`, `separation` for `gaussian`; `verify` for CIFAR).

@@ -13,6 +13,9 @@ Conventions (also in docs/report.md):
   accuracy tables, ``final_nc1`` ... for NC tables); NULL or NaN values are skipped, so
   ``n_seeds`` counts runs with a finite value.
 - ``std`` is the sample standard deviation (ddof=1); with one seed it is ``None``.
+- Each accuracy cell also gets its statistics (`ncbench.report.stats`): every loss's mean with
+  a 95 % t interval, its paired difference to the reference loss (paired by seed) with the
+  TOST verdict for ``margin`` (in the metric's units), and the Friedman test over the losses.
 - A cell is addressed by (block, loss, row value, column value); see `ncbench.report.blocks`.
 """
 
@@ -25,9 +28,12 @@ from typing import Any
 
 from ncbench.errors import ReportError, UnknownNameError
 from ncbench.report.blocks import (ACCURACY_METRIC, ALWAYS_BLOCK_KEYS, NC_METRICS, AccuracyBlock,
-                                   CellStats, Curve, NCBlock, NCRow, Report)
+                                   CellComparison, CellStats, Curve, LossComparison, NCBlock,
+                                   NCRow, Report)
 from ncbench.report.query import (check_epoch_metrics, check_result_columns, epoch_values,
                                   is_counted, key_runs, run_value, select_runs)
+from ncbench.report.stats import (DEFAULT_MARGIN_PP, DEFAULT_REFERENCE, friedman, mean_ci, paired,
+                                  seed_values)
 
 # Config keys that never define a block (bookkeeping, or the seed/loss dimensions themselves).
 _NEVER_BLOCK_KEYS = {"experiment", "loss", "seed", "run_id", "id", "device", "status", "name",
@@ -164,17 +170,44 @@ def accuracy_table(
     *,
     include_unfinished: bool = False,
     metric: str = ACCURACY_METRIC,
+    reference: str = DEFAULT_REFERENCE,
+    margin: float | None = DEFAULT_MARGIN_PP / 100,
 ) -> list[AccuracyBlock]:
     """The paper's Figure 3 as data: per block and loss, a rows × cols grid of CellStats of
     `metric` (a `results` column, default test accuracy at the best-validation epoch) and the
-    spread (max − min of the means) across losses."""
+    spread (max − min of the means) across losses; per cell the statistics against the loss
+    `reference` with the equivalence `margin` (in the metric's units: 0.005 = 0.5 pp)."""
     check_result_columns(con, [metric])
     return _accuracy_blocks(select_runs(con, experiments, where), rows, cols, include_unfinished,
-                            metric)
+                            metric, reference, margin)
+
+
+def _comparisons(index, losses: Sequence[str], rvals, cvals, metric: str, reference: str,
+                 margin: float | None) -> list[CellComparison]:
+    """The statistics of every cell (rows × cols, row-major): each loss with a value there, its
+    mean's t interval and its difference to `reference` paired by seed; Friedman over all."""
+    out = []
+    for rv in rvals:
+        for cv in cvals:
+            members = {loss: index.get((loss, rv, cv), []) for loss in losses}
+            by_seed = {loss: seed_values((run_value(r, "seed"), run_value(r, metric)) for r in rs)
+                       for loss, rs in members.items()}
+            ref = by_seed.get(reference) or None
+            items = []
+            for loss in losses:
+                ci = mean_ci(run_value(r, metric) for r in members[loss])
+                if ci is None:
+                    continue
+                vs = paired(by_seed[loss], ref, margin) if ref and loss != reference else None
+                items.append(LossComparison(loss, ci, vs))
+            out.append(CellComparison(rv, cv, items, friedman(by_seed)))
+    return out
 
 
 def _accuracy_blocks(runs: Sequence[Mapping[str, Any]], rows: str, cols: str,
-                     include_unfinished: bool, metric: str) -> list[AccuracyBlock]:
+                     include_unfinished: bool, metric: str,
+                     reference: str = DEFAULT_REFERENCE,
+                     margin: float | None = DEFAULT_MARGIN_PP / 100) -> list[AccuracyBlock]:
     out = []
     for exp, fixed, rvals, cvals, losses, counted, n_runs, n_excl in _grid(
         runs, rows, cols, include_unfinished
@@ -192,8 +225,9 @@ def _accuracy_blocks(runs: Sequence[Mapping[str, Any]], rows: str, cols: str,
                 means = [cells[loss][i][j].mean for loss in losses if cells[loss][i][j] is not None]
                 line.append(max(means) - min(means) if len(means) >= 2 else None)
             spread.append(line)
+        comparisons = _comparisons(index, losses, rvals, cvals, metric, reference, margin)
         out.append(AccuracyBlock(exp, fixed, rows, cols, metric, rvals, cvals, losses, cells,
-                                 spread, n_runs, n_excl))
+                                 spread, n_runs, n_excl, reference, margin, comparisons))
     return out
 
 
@@ -242,13 +276,17 @@ def build_report(
     where: str | None = None,
     *,
     include_unfinished: bool = False,
+    reference: str = DEFAULT_REFERENCE,
+    margin: float | None = DEFAULT_MARGIN_PP / 100,
 ) -> Report:
     """Both tables of `ncbench report` (`accuracy_table` and `nc_table` with their default
-    metrics), from one selection of the runs."""
+    metrics, the accuracy statistics against `reference` with `margin`), from one selection of
+    the runs."""
     check_result_columns(con, [ACCURACY_METRIC, *NC_METRICS])
     runs = select_runs(con, experiments, where)
     return Report(
-        accuracy=_accuracy_blocks(runs, rows, cols, include_unfinished, ACCURACY_METRIC),
+        accuracy=_accuracy_blocks(runs, rows, cols, include_unfinished, ACCURACY_METRIC,
+                                  reference, margin),
         nc=_nc_blocks(runs, rows, cols, include_unfinished, tuple(NC_METRICS)),
         include_unfinished=include_unfinished,
     )

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ncbench.report.stats import DEFAULT_MARGIN_PP, DEFAULT_REFERENCE, Friedman, MeanCI, Paired
+
 # Metrics of the NC table: `results` column -> label.
 NC_METRICS: dict[str, str] = {
     "final_nc1": "NC1",
@@ -25,6 +27,8 @@ NC_METRICS: dict[str, str] = {
 ACCURACY_METRIC = "test_acc_at_best_val"
 # What a missing value or cell is shown as.
 MISSING = "—"
+# The unit of a percent metric's stored values (json's `unit`); other metrics have none.
+FRACTION = "fraction"
 # Keys shown for every block (and in its label) even when they do not vary.
 ALWAYS_BLOCK_KEYS = ("dataset", "model")
 
@@ -38,6 +42,32 @@ class CellStats:
     n_seeds: int
 
 
+@dataclass(frozen=True)
+class LossComparison:
+    """One loss in one cell: its mean with the t interval over seeds (`ci`, None when it has no
+    value there) and its paired difference to the reference loss (`vs_reference`, None for the
+    reference itself and where the reference has no value in the cell)."""
+
+    loss: str
+    ci: MeanCI | None
+    vs_reference: Paired | None
+
+
+@dataclass(frozen=True)
+class CellComparison:
+    """The statistics of one cell (row value, col value) of an accuracy block: every loss
+    against the reference, and the Friedman test of "all losses equal"."""
+
+    row_value: Any
+    col_value: Any
+    losses: list[LossComparison]
+    friedman: Friedman
+
+    def get(self, loss: str) -> LossComparison | None:
+        """The statistics of `loss` here; None when it has no value in this cell."""
+        return next((c for c in self.losses if c.loss == loss), None)
+
+
 @dataclass
 class AccuracyBlock:
     """One experiment/dataset/model (plus other distinguishing keys) as a rows × cols grid.
@@ -45,6 +75,9 @@ class AccuracyBlock:
     ``cells[loss][i][j]`` holds the stats of ``metric`` at ``row_values[i]``, ``col_values[j]``
     (None when no counted run has a finite value there). ``spread[i][j]`` is max − min of the
     cell means across losses, None where fewer than two losses have a value.
+    ``comparisons`` holds one `CellComparison` per cell (rows × cols, row-major) against the
+    loss ``reference`` with the equivalence margin ``margin`` (in the metric's units: a
+    fraction for the accuracies, `is_percent`).
     """
 
     experiment: str
@@ -59,11 +92,19 @@ class AccuracyBlock:
     spread: list[list[float | None]]
     n_runs: int = 0
     n_excluded: int = 0
+    reference: str = DEFAULT_REFERENCE
+    margin: float | None = DEFAULT_MARGIN_PP / 100  # None: no equivalence test
+    comparisons: list[CellComparison] = field(default_factory=list)
 
     @property
     def label(self) -> str:
         """"experiment · digits / mlp (lr=0.1)" — what the block holds, for titles."""
         return block_label(self.experiment, self.fixed)
+
+    def comparison(self, i: int, j: int) -> CellComparison | None:
+        """The statistics of the cell at ``row_values[i]``, ``col_values[j]`` (None if absent)."""
+        k = i * len(self.col_values) + j
+        return self.comparisons[k] if 0 <= k < len(self.comparisons) else None
 
 
 @dataclass
@@ -111,6 +152,29 @@ class Report:
     accuracy: list[AccuracyBlock] = field(default_factory=list)
     nc: list[NCBlock] = field(default_factory=list)
     include_unfinished: bool = False
+
+
+def is_percent(metric: str) -> bool:
+    """Whether a `results` column is an accuracy — a fraction in [0, 1] that the human formats
+    show as percent (differences and `--margin` in percentage points): exactly the names ending
+    in ``_acc`` or ``_acc_at_best_val`` (`best_val_acc`, `test_acc_at_best_val`,
+    `final_train_acc`, `final_val_acc`, `final_test_acc`). Every other metric (NC1, CDNV,
+    equinorm, losses, ...) is shown as stored, in its own units. The one owner of this rule."""
+    return metric.endswith("_acc") or metric.endswith("_acc_at_best_val")
+
+
+def metric_unit(metric: str) -> str | None:
+    """`FRACTION` for a percent metric (`is_percent`), None (the metric's own units) otherwise."""
+    return FRACTION if is_percent(metric) else None
+
+
+def fmt_num(x: float, *, sign: bool = False) -> str:
+    """An NC value with 3 significant digits, scientific outside [1e-3, 1e4); `sign`: "+0.003"."""
+    s = "+" if sign else ""
+    x = x + 0.0  # no "-0"
+    if x == 0 or 1e-3 <= abs(x) < 1e4:
+        return f"{x:{s}.3g}"
+    return f"{x:{s}.2e}"
 
 
 def fmt_key(v: Any) -> str:

@@ -5,6 +5,9 @@
 - Fig. 2 (`figure_accuracy`): train, validation and test accuracy (%) against epoch per loss.
 - Fig. 3 (`figure_heatmap`): heatmaps over two swept keys (default width × epochs) of the test
   accuracy at the best-validation epoch per loss, and of the spread (max − min) across losses.
+- Fig. 4 (`figure_geometry`, Papyan et al.'s panels): equinorm, equiangularity and maximal-angle
+  deviation of the class means, and self-duality, against epoch, one line per loss — only for
+  experiments whose runs stored these measures (`nc_extra`, docs/metrics.md).
 
 All data comes from the report (`ncbench.report.aggregate`: curves, configurations,
 accuracy_table); the figures hold no statistics of their own. Importing this module imports
@@ -31,7 +34,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from ncbench.report.aggregate import (accuracy_table, configurations, curves_many,  # noqa: E402
                                       in_configuration)
 from ncbench.report.blocks import ACCURACY_METRIC, MISSING, fmt_key  # noqa: E402
-from ncbench.report.query import (check_where, is_counted, list_experiments,  # noqa: E402
+from ncbench.report.query import (check_where, columns, is_counted, list_experiments,  # noqa: E402
                                   run_value, select_runs)
 from ncbench.report.renderers import metric_title  # noqa: E402
 
@@ -51,6 +54,12 @@ FIG2_METRICS = (
     ("train_acc", "training accuracy (%)", "Training accuracy"),
     ("val_acc", "validation accuracy (%)", "Validation accuracy"),
     ("test_acc", "test accuracy (%)", "Test accuracy"),
+)
+FIG4_METRICS = (
+    ("equinorm_means", r"std/mean of $\|\mu_k - h_G\|$", "Equinorm of class means"),
+    ("equiangular_means", r"std of $\cos(\mu_k - h_G, \mu_{k'} - h_G)$", "Equiangularity"),
+    ("maxangle_means", r"mean $|\cos + 1/(K-1)|$", "Maximal-angle deviation"),
+    ("self_duality", r"$\|W/\|W\|_F - \bar{M}^\top/\|\bar{M}\|_F\|_F$", "Self-duality distance"),
 )
 FIGURE_FORMATS = ("png", "pdf")
 
@@ -80,7 +89,7 @@ def _run_context(con, experiment: str, where: str | None, include_unfinished: bo
 def _line_figure(con, experiment: str, panels, *, where: str | None, select, include_unfinished: bool,
                  title: str, percent: bool, log_first: bool) -> Figure:
     select, context = _run_context(con, experiment, where, include_unfinished, select)
-    fig = Figure(figsize=(4.2 * len(panels), 3.6), dpi=100, layout="constrained")
+    fig = Figure(figsize=(4.6 * len(panels), 3.8), dpi=100, layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     seeds_seen: set[int] = set()
     any_data = False
@@ -122,7 +131,7 @@ def _line_figure(con, experiment: str, panels, *, where: str | None, select, inc
         ax.set_xlabel("epoch")
         ax.set_xticks(_epoch_ticks(data))
         ax.set_ylabel(ylabel)
-        ax.set_title(panel_title)
+        ax.set_title(panel_title, fontsize="medium")  # long titles must not run into the next panel
         ax.grid(True, alpha=0.3)
         if not data:
             ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
@@ -140,15 +149,30 @@ def _has_values(data: Mapping[Any, Any]) -> bool:
     return any(math.isfinite(v) for c in data.values() for v in c.mean if v is not None)
 
 
+#: Tick spacings tried, in epochs (1-2-2.5-5 × 10^k).
+_NICE_STEPS = tuple(m * 10 ** k for k in range(7) for m in (1, 2, 2.5, 5) if m * 10 ** k >= 1)
+
+
 def _epoch_ticks(data: Mapping[Any, Any]) -> list[int]:
-    """X ticks on evaluated epochs only: all of them up to MAX_XTICKS, else every k-th one
-    (the last always kept); one evaluation gives one tick."""
+    """X ticks on evaluated epochs only: all of them up to MAX_XTICKS, else the evaluated epochs
+    that are multiples of the smallest round spacing (1, 2, 2.5, 5 × 10^k) giving at most
+    MAX_XTICKS ticks — one that also ticks the last epoch when there is one (0, 25, …, 125 for
+    evaluations every 5 epochs) —, else every k-th evaluation counted back from the last. One
+    evaluation gives one tick."""
     epochs = sorted({int(e) for c in data.values() for e in c.epochs})
     if len(epochs) <= MAX_XTICKS:
         return epochs
+    fallback = None
+    for step in _NICE_STEPS:
+        ticks = [e for e in epochs if e % step == 0]
+        if 2 <= len(ticks) <= MAX_XTICKS:
+            if ticks[-1] == epochs[-1]:
+                return ticks
+            fallback = fallback or ticks
+    if fallback is not None:
+        return fallback
     step = math.ceil(len(epochs) / MAX_XTICKS)
-    ticks = epochs[::-1][::step][::-1]  # counted back from the last evaluation
-    return ticks
+    return epochs[::-1][::step][::-1]  # counted back from the last evaluation
 
 
 def figure_nc(con, experiment: str, where: str | None = None, *, select: Mapping[str, Any] | None = None,
@@ -166,6 +190,25 @@ def figure_accuracy(con, experiment: str, where: str | None = None, *,
     return _line_figure(con, experiment, FIG2_METRICS, where=where, select=select,
                         include_unfinished=include_unfinished,
                         title="Accuracy during training", percent=True, log_first=False)
+
+
+def figure_geometry(con, experiment: str, where: str | None = None, *,
+                    select: Mapping[str, Any] | None = None, include_unfinished: bool = False) -> Figure:
+    """Fig. 4: equinorm, equiangularity, maximal-angle deviation (of the centred class means)
+    and self-duality against epoch, one line per loss (mean over seeds, min–max band)."""
+    return _line_figure(con, experiment, FIG4_METRICS, where=where, select=select,
+                        include_unfinished=include_unfinished,
+                        title="Geometry of the collapse", percent=False, log_first=False)
+
+
+def _has_geometry(con, experiment: str, where: str | None, include_unfinished: bool) -> bool:
+    """Whether the experiment's runs stored any Fig. 4 measure (a database of an older schema
+    has no such columns)."""
+    metrics = [m for m, _, _ in FIG4_METRICS]
+    if not set(metrics) <= set(columns(con, "epochs")):
+        return False
+    every = curves_many(con, experiment, metrics, where=where, include_unfinished=include_unfinished)
+    return any(_has_values(data) for data in every.values())
 
 
 def _heat(ax, grid: np.ndarray, row_labels, col_labels, *, vmin, vmax, cmap: str, fmt) -> Any:
@@ -253,9 +296,10 @@ def make_figures(
     *,
     include_unfinished: bool = False,
 ) -> dict[str, Figure]:
-    """Fig. 1–3 of each experiment (all in the database when `experiments` is empty), keyed by
-    file stem `<experiment>_fig1_nc`, `_fig2_accuracy`, `_fig3_heatmap`. All queries happen
-    here, so the caller can close the connection before the (slower) rendering."""
+    """Fig. 1–3 (and 4, when stored) of each experiment (all in the database when `experiments`
+    is empty), keyed by file stem `<experiment>_fig1_nc`, `_fig2_accuracy`, `_fig3_heatmap`,
+    `_fig4_geometry`. All queries happen here, so the caller can close the connection before
+    the (slower) rendering."""
     check_where(where)
     names = list(experiments) if experiments else list_experiments(con)
     figs: dict[str, Figure] = {}
@@ -265,6 +309,9 @@ def make_figures(
         figs[f"{stem}_fig2_accuracy"] = figure_accuracy(con, exp, where, include_unfinished=include_unfinished)
         figs[f"{stem}_fig3_heatmap"] = figure_heatmap(con, exp, rows, cols, where,
                                                       include_unfinished=include_unfinished)
+        if _has_geometry(con, exp, where, include_unfinished):
+            figs[f"{stem}_fig4_geometry"] = figure_geometry(con, exp, where,
+                                                            include_unfinished=include_unfinished)
     return figs
 
 

@@ -3,11 +3,14 @@
 Renderers take the data of `ncbench.report.blocks` (a `Report`, or one block) and return text or
 rich renderables; they compute nothing. The database stores accuracies as fractions in [0, 1]:
 json/csv keep fractions, the text formats (table, md, latex) show percent with one decimal
-(spread in percentage points); a missing value is `MISSING`; with one seed a cell shows just the
-mean (``null`` in json, empty in csv).
+(spread in percentage points). Any other metric of the accuracy table (`--metric final_nc1`;
+`blocks.is_percent` decides) is shown as stored, 3 significant digits (`fmt_num`), its spread in
+its own units. A missing value is `MISSING`; with one seed a cell shows just the mean (``null``
+in json, empty in csv).
 
 `accuracy_rich_table` and `nc_rich_table` draw one block each; `rich_tables` (what `--format
 table` prints) is them for every block, and the TUI's compare view calls them with ``pane=True``.
+Every accuracy block is followed by its statistics table (`ncbench.report.stats_tables`).
 """
 
 from __future__ import annotations
@@ -23,13 +26,19 @@ from typing import Any
 from ncbench.errors import UnknownNameError
 from ncbench.lifecycle import DONE
 from ncbench.report.blocks import (MISSING, NC_METRICS, AccuracyBlock, CellStats, NCBlock, Report,
-                                   fmt_key)
+                                   fmt_key, fmt_num, is_percent, metric_unit)
+from ncbench.report.stats_tables import (STATS_CSV_COLUMNS, stats_csv_fields, stats_grid,
+                                         stats_legend, stats_rich_table, stats_title)
 
 FORMATS = ("table", "md", "csv", "latex", "json")
 
 ACCURACY_LEGEND = ("cells: mean ± std over seeds in percent, (n) = seeds counted; "
                    "spread = max − min of the loss means, percentage points")
 ACCURACY_LEGEND_PANE = "mean ± std over seeds (n); spread = max − min of loss means, pp"
+# The same for a metric that is not a percentage (`is_percent`): its own units.
+ACCURACY_LEGEND_UNITS = ("cells: mean ± std over seeds in the metric's own units, (n) = seeds "
+                         "counted; spread = max − min of the loss means, same units")
+ACCURACY_LEGEND_UNITS_PANE = "mean ± std over seeds (n); spread = max − min of loss means"
 NC_LEGEND = ("NC1–NC4 on the training split, test NC1 on the test split, at the last evaluation; "
              "mean ± std over seeds, (n) = seeds counted")
 NC_LEGEND_COMPACT = ("NC1–NC4 on the training split, test NC1 on the test split, at the last "
@@ -60,13 +69,6 @@ def fmt_pct(stats: CellStats | None, *, seeds: bool = True, pm: str = " ± ") ->
     return s + (f" ({stats.n_seeds})" if seeds else "")
 
 
-def fmt_num(x: float) -> str:
-    """An NC value with 3 significant digits, scientific outside [1e-3, 1e4)."""
-    if x == 0 or 1e-3 <= abs(x) < 1e4:
-        return f"{x:.3g}"
-    return f"{x:.2e}"
-
-
 def fmt_stats(stats: CellStats | None, *, seeds: bool = True, pm: str = " ± ") -> str:
     """NC stats: "0.0123 ± 0.002 (3)"; "—" when missing."""
     if stats is None:
@@ -77,9 +79,11 @@ def fmt_stats(stats: CellStats | None, *, seeds: bool = True, pm: str = " ± ") 
     return s + (f" ({stats.n_seeds})" if seeds else "")
 
 
-def fmt_spread(x: float | None) -> str:
-    """Spread across losses in percentage points, one decimal."""
-    return MISSING if x is None else f"{100 * x:.1f}"
+def fmt_spread(x: float | None, *, percent: bool = True) -> str:
+    """Spread across losses in percentage points, one decimal; not `percent`: `fmt_num`."""
+    if x is None:
+        return MISSING
+    return f"{100 * x:.1f}" if percent else fmt_num(x)
 
 
 def _fmt_compact(stats: CellStats | None) -> str:
@@ -99,7 +103,16 @@ def metric_title(metric: str) -> str:
 
 
 def accuracy_title(block: AccuracyBlock) -> str:
-    return f"{block.label} — {metric_title(block.metric)} (%)"
+    """"demo · digits / mlp — final test accuracy (%)"; no "(%)" unless `is_percent`."""
+    unit = " (%)" if is_percent(block.metric) else ""
+    return f"{block.label} — {metric_title(block.metric)}{unit}"
+
+
+def accuracy_legend(block: AccuracyBlock, *, pane: bool = False) -> str:
+    """The accuracy table's legend (`pane`: the TUI's short one), in the metric's units."""
+    if is_percent(block.metric):
+        return ACCURACY_LEGEND_PANE if pane else ACCURACY_LEGEND
+    return ACCURACY_LEGEND_UNITS_PANE if pane else ACCURACY_LEGEND_UNITS
 
 
 def nc_title(block: NCBlock) -> str:
@@ -123,12 +136,15 @@ def excluded_note(n_excluded: int, include_unfinished: bool,
 def accuracy_grid(block: AccuracyBlock, *, pm: str = " ± ") -> tuple[list[str], list[list[str]]]:
     """Header and text rows: one row per loss × row value, then one spread row per row value."""
     header = ["loss", block.row_key] + [f"{block.col_key}={fmt_key(c)}" for c in block.col_values]
+    percent = is_percent(block.metric)
+    cell = fmt_pct if percent else fmt_stats
     lines = []
     for loss in block.losses:
         for i, rv in enumerate(block.row_values):
-            lines.append([loss, fmt_key(rv)] + [fmt_pct(s, pm=pm) for s in block.cells[loss][i]])
+            lines.append([loss, fmt_key(rv)] + [cell(s, pm=pm) for s in block.cells[loss][i]])
     for i, rv in enumerate(block.row_values):
-        lines.append(["spread (max−min)", fmt_key(rv)] + [fmt_spread(x) for x in block.spread[i]])
+        lines.append(["spread (max−min)", fmt_key(rv)]
+                     + [fmt_spread(x, percent=percent) for x in block.spread[i]])
     return header, lines
 
 
@@ -154,17 +170,17 @@ def accuracy_rich_table(block: AccuracyBlock, *, include_unfinished: bool = Fals
 
     Default (`ncbench report`): the full legend plus `excluded_note` as caption, a rule after
     each loss, the value columns may wrap. ``pane=True`` (the TUI's compare view): the short
-    legend `ACCURACY_LEGEND_PANE` without the note (the caller shows `excluded_note` with its
+    legend (`accuracy_legend` with ``pane=True``) without the note (the caller shows `excluded_note` with its
     own hint), every cell on one line, both key columns left-aligned, one rule between the loss
     rows and the spread rows."""
     from rich.table import Table
 
     header, lines = accuracy_grid(block)
     if pane:
-        caption = ACCURACY_LEGEND_PANE
+        caption = accuracy_legend(block, pane=True)
     else:
         note = excluded_note(block.n_excluded, include_unfinished)
-        caption = ACCURACY_LEGEND + (f"\n{note}" if note else "")
+        caption = accuracy_legend(block) + (f"\n{note}" if note else "")
     t = Table(title=accuracy_title(block), title_justify="left", caption=caption,
               caption_justify="left")
     n_left = 2 if pane else 1
@@ -224,9 +240,11 @@ def rich_tables(report: Report) -> list:
 
     if not report.accuracy and not report.nc:
         return [Text(NO_RUNS)]
-    return ([accuracy_rich_table(b, include_unfinished=report.include_unfinished)
-             for b in report.accuracy]
-            + [nc_rich_table(b) for b in report.nc])
+    tables: list = []
+    for b in report.accuracy:
+        tables += [accuracy_rich_table(b, include_unfinished=report.include_unfinished),
+                   stats_rich_table(b)]
+    return tables + [nc_rich_table(b) for b in report.nc]
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,8 +293,11 @@ def render_md(report: Report) -> str:
     for block in report.accuracy:
         header, lines = accuracy_grid(block)
         note = excluded_note(block.n_excluded, report.include_unfinished)
-        legend = ACCURACY_LEGEND + (f". {note}" if note else "")
+        legend = accuracy_legend(block) + (f". {note}" if note else "")
         parts.append(f"### {accuracy_title(block)}\n\n{_md_table(header, lines, 2)}\n\n*{legend}*")
+        header, lines = stats_grid(block)
+        parts.append(f"### {stats_title(block)}\n\n{_md_table(header, lines, 3)}\n\n"
+                     f"*{stats_legend(block)}*")
     for block in report.nc:
         header, lines = nc_grid(block)
         parts.append(f"### {nc_title(block)}\n\n{_md_table(header, lines, 3)}\n\n*{NC_LEGEND}*")
@@ -291,7 +312,8 @@ _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{
 def _tex(s: str) -> str:
     s = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in s)
     return (s.replace(MISSING, "--").replace("−", "-").replace("–", "--")
-            .replace("·", r"$\cdot$").replace("±", r"$\pm$"))
+            .replace("·", r"$\cdot$").replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
+            .replace("χ²", r"$\chi^2$"))
 
 
 _SCI = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)e([+-]?\d+)(?![\w.])")
@@ -321,8 +343,11 @@ def render_latex(report: Report) -> str:
     parts = []
     for block in report.accuracy:
         header, lines = accuracy_grid(block, pm=" PMSIGN ")
-        parts.append(_latex_table(f"{accuracy_title(block)}. {ACCURACY_LEGEND}.", header, lines, 2,
+        parts.append(_latex_table(f"{accuracy_title(block)}. {accuracy_legend(block)}.", header, lines, 2,
                                   max(1, len(block.row_values))))
+        header, lines = stats_grid(block)
+        parts.append(_latex_table(f"{stats_title(block)}. {stats_legend(block)}.", header, lines,
+                                  3, 0))
     for block in report.nc:
         header, lines = nc_grid(block, pm=" PMSIGN ")
         parts.append(_latex_table(f"{nc_title(block)}. {NC_LEGEND}.", header, lines, 3,
@@ -331,7 +356,7 @@ def render_latex(report: Report) -> str:
 
 
 CSV_COLUMNS = ("table", "experiment", "block", "loss", "row_key", "row", "col_key", "col",
-               "metric", "mean", "std", "n_seeds", "spread")
+               "metric", "mean", "std", "n_seeds", "spread") + STATS_CSV_COLUMNS
 
 
 def _csv_num(x: float | None) -> str:
@@ -355,7 +380,8 @@ def csv_records(report: Report) -> list[dict[str, str]]:
                                      row_key=b.row_key, row=_csv_key(rv), col_key=b.col_key, col=_csv_key(cv),
                                      metric=b.metric, mean=_csv_num(s and s.mean),
                                      std=_csv_num(s and s.std), n_seeds=str(s.n_seeds if s else 0),
-                                     spread=_csv_num(b.spread[i][j])))
+                                     spread=_csv_num(b.spread[i][j]),
+                                     **stats_csv_fields(b, i, j, loss)))
     for b in report.nc:
         block = json.dumps(b.fixed, sort_keys=True, default=str)
         for r in b.rows:
@@ -364,7 +390,8 @@ def csv_records(report: Report) -> list[dict[str, str]]:
                 recs.append(dict(table="nc", experiment=b.experiment, block=block, loss=r.loss,
                                  row_key=b.row_key, row=_csv_key(r.row_value), col_key=b.col_key,
                                  col=_csv_key(r.col_value), metric=m, mean=_csv_num(s and s.mean),
-                                 std=_csv_num(s and s.std), n_seeds=str(s.n_seeds if s else 0), spread=""))
+                                 std=_csv_num(s and s.std), n_seeds=str(s.n_seeds if s else 0), spread="",
+                                 **dict.fromkeys(STATS_CSV_COLUMNS, "")))
     return recs
 
 
@@ -387,10 +414,13 @@ def _jsonable(x: Any) -> Any:
 
 
 def report_dict(report: Report) -> dict[str, Any]:
-    """The report as plain JSON-able data (fractions; NaN → null)."""
+    """The report as plain JSON-able data (raw values: fractions for the accuracies, whose
+    block says ``"unit": "fraction"``, else the metric's own units, ``"unit": null``; NaN →
+    null)."""
     return _jsonable({
         "include_unfinished": report.include_unfinished,
-        "accuracy": [asdict(b) | {"label": b.label} for b in report.accuracy],
+        "accuracy": [asdict(b) | {"label": b.label, "unit": metric_unit(b.metric)}
+                     for b in report.accuracy],
         "nc": [asdict(b) | {"label": b.label} for b in report.nc],
     })
 

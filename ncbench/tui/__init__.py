@@ -26,10 +26,11 @@ def run_tui(db_path: str | Path, *, config_path: str | Path | None = None,
             experiments: Sequence[str] = (), workdir: str | Path,
             start_queue: bool = False, poll_interval: float = 1.0,
             run_args: Sequence[str] = (), queue_experiments: Sequence[str] | None = None,
-            all_stored: bool = False) -> int | None:
+            all_stored: bool = False, selection: dict[str, set] | None = None) -> int | None:
     """Run the app in this terminal until the user quits. `experiments` are shown (their
     declared and stored runs; with `all_stored`, the stored runs of every experiment too, as
-    `ncbench status` lists them when no experiment is named); `queue_experiments` (default:
+    `ncbench status` lists them when no experiment is named; `selection`: `--only`, applied to
+    the shown runs as `ncbench status --only` applies it); `queue_experiments` (default:
     `experiments`; empty: the config's default) are what the queue runs. `run_args` go to the
     `ncbench run` the app starts (e.g. `["--workers", "2"]`); `workdir`: its run directories
     (`ncbench.paths.resolve`'s).
@@ -43,7 +44,7 @@ def run_tui(db_path: str | Path, *, config_path: str | Path | None = None,
                                  run_args=run_args)
     app = NcbenchApp(db_path, config_path=config_path, experiments=experiments,
                      workdir=workdir, start_queue=start_queue, poll_interval=poll_interval,
-                     controller=controller, all_stored=all_stored)
+                     controller=controller, all_stored=all_stored, selection=selection)
     try:
         app.run()
     finally:

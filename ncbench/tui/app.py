@@ -33,6 +33,7 @@ from ncbench.listing import RunRow, merge_rows
 from ncbench.paths import workdir_for
 from ncbench.tui.control import QueueController
 from ncbench.tui.controller import Notice, RunController
+from ncbench.selection import keep_row
 from ncbench.tui.data import RunsReader, declared_runs
 from ncbench.tui.ports import DbScreen
 from ncbench.tui.rows import with_status
@@ -47,7 +48,9 @@ class NcbenchApp(App[None]):
     `db_path`: the results database (need not exist yet); `config_path`: experiments.toml whose
     declared runs are listed as queued until the database holds them; `experiments`: restrict to
     these (empty: all); `all_stored`: list the stored runs of every experiment even so (what
-    `ncbench status` lists when no experiment is named); `workdir`: run directories (worker
+    `ncbench status` lists when no experiment is named); `selection`: `--only`
+    (`ncbench.selection.parse_only`), the runs shown as `ncbench status --only` shows them;
+    `workdir`: run directories (worker
     pids, the queue's; default: where `ncbench.paths.workdir_for` puts them); `start_queue`: start `ncbench run` on mount; `now`: clock for elapsed/ETA (tests
     freeze it); `controller`: the queue process (`QueueController`); `control`: the policy over
     it (`RunController`, built here).
@@ -77,6 +80,7 @@ class NcbenchApp(App[None]):
         now: Callable[[], datetime] | None = None,
         controller: QueueController | None = None,
         all_stored: bool = False,
+        selection: dict[str, set] | None = None,
     ) -> None:
         super().__init__()
         self.db_path = Path(db_path)
@@ -95,6 +99,9 @@ class NcbenchApp(App[None]):
         self.runs: dict[str, RunRow] = {}
         self.db_runs: dict[str, RunRow] = {}
         self.declared: list[RunRow] = []
+        # `--only` (ncbench.selection.parse_only): the runs shown, as `ncbench status --only`
+        self.selection: dict[str, set] = dict(selection or {})
+        self.declared_ids: frozenset[str] = frozenset()
         self.db_note = ""
         self.polls = 0  # completed polls (tests wait on this)
         self._polling = False
@@ -132,11 +139,12 @@ class NcbenchApp(App[None]):
             return
         self._declared_mtime = mtime
         try:
-            self.declared = declared_runs(self.config_path, self.experiments)
+            self.declared, self.declared_ids = declared_runs(
+                self.config_path, self.experiments, self.selection)
         except NcbenchError as exc:
-            self.declared = []
+            self.declared, self.declared_ids = [], frozenset()
             self.notify(str(exc), title="experiments.toml", severity="error", timeout=10)
-        self.reader.listed = frozenset(r.run_id for r in self.declared)
+        self.reader.listed = self.declared_ids
         self._set_runs(self.db_runs)
 
     # -- polling ----------------------------------------------------------------------------------
@@ -195,6 +203,10 @@ class NcbenchApp(App[None]):
 
     def _set_runs(self, db_runs: dict[str, RunRow], notify: bool = True) -> None:
         self.db_runs = db_runs
+        if self.selection:
+            wanted = frozenset(r.run_id for r in self.declared)
+            db_runs = {k: r for k, r in db_runs.items()
+                       if keep_row(r, self.selection, self.declared_ids, wanted)}
         self.runs = {r.run_id: r for r in merge_rows(self.declared, db_runs)}
         if notify:
             self._runs_changed()

@@ -176,12 +176,16 @@ def fetch_series(con: Any, series: RunSeries, attempt: int | None = None) -> int
 
 # -- runs declared in the config ------------------------------------------------------------
 
-def declared_runs(config_path: Path | str,
-                  experiments: Iterable[str] | None = None) -> list[RunRow]:
-    """The runs `experiments.toml` declares (optionally only these experiments), as the listing's
-    queued, not-stored rows (`ncbench.listing.declared_rows`). Uses `ncbench.config` (validation
-    errors propagate as ConfigError)."""
+def declared_runs(config_path: Path | str, experiments: Iterable[str] | None = None,
+                  selection: dict[str, set] | None = None) -> tuple[list[RunRow], frozenset[str]]:
+    """The runs `experiments.toml` declares (optionally only these experiments) that `--only`
+    `selection` keeps (`ncbench.selection`), as the listing's queued, not-stored rows
+    (`ncbench.listing.declared_rows`), and the ids of every declared run (selected or not).
+    Uses `ncbench.config` (validation errors propagate as ConfigError)."""
     from ncbench.config import expand, load_config
+    from ncbench.selection import select_specs
 
     cfg = load_config(Path(config_path))
-    return declared_rows(expand(cfg, list(experiments or []) or None))
+    specs = expand(cfg, list(experiments or []) or None)
+    return (declared_rows(select_specs(specs, selection or {})),
+            frozenset(s.run_id for s in specs))

@@ -1,8 +1,9 @@
 """The compare view: all losses of one experiment — mean curves over seeds and the report's tables.
 
 The numbers and the tables are `ncbench.report`'s (the same functions `ncbench report` uses:
-`configurations`, `curves_many`, `build_report`, `accuracy_rich_table` / `nc_rich_table` in
-their `pane` form). They are loaded in this screen's own thread worker (not the app's 1 s poll,
+`configurations`, `curves_many`, `build_report`, `accuracy_rich_table` / `stats_rich_table` /
+`nc_rich_table` in their `pane` form: 95 % CIs, paired differences to ce and verdicts under
+each accuracy table). They are loaded in this screen's own thread worker (not the app's 1 s poll,
 which stays fast) when the experiment's runs change, throttled to the time the queries take.
 """
 
@@ -193,6 +194,10 @@ class CompareScreen(DbScreen):
         from ncbench import report
 
         d = self.data or {}
+        # The statistics and NC tables in their one-line pane form where the box is wide enough
+        # for it, else in `ncbench report`'s compact form (values over their ±std or interval),
+        # which fits 80 columns: no column is hidden beyond the box's edge on a wide terminal.
+        room = self._nc_width()
         acc_parts: list[Any] = []
         for block in d.get("acc", []):
             acc_parts += _unboxed(report.accuracy_rich_table(block, pane=True))
@@ -200,10 +205,10 @@ class CompareScreen(DbScreen):
                                         hint="u: include them")
             if note:
                 acc_parts.append(Text(note, style="italic dim"))
-        # The NC tables in their one-line pane form where the box is wide enough for it, else
-        # in `ncbench report`'s compact form (values over their ±std), which fits 80 columns:
-        # no metric column is hidden beyond the box's edge on a wide terminal.
-        room = self._nc_width()
+            stats = report.stats_rich_table(block, pane=True)
+            if _natural_width(stats) > room:
+                stats = report.stats_rich_table(block)
+            acc_parts += [Text("")] + _unboxed(stats)
         nc_parts: list[Any] = []
         for block in d.get("nc", []):
             table = report.nc_rich_table(block, pane=True)

@@ -1,8 +1,9 @@
 """The run detail view: live charts of one run's metrics against epoch, its config and any error.
 
-Each poll, `read` (in the polling thread) fetches only the run's new evaluations
-(`ncbench.tui.data.fetch_series`) and, when its status, attempt or error changed, its stored row;
-`apply` redraws what changed.
+Below the charts, a compact table of the latest values of the extra NC measures
+(`MEASURE_LABELS`, docs/metrics.md), train and test, when the run stored them. Each poll, `read`
+(in the polling thread) fetches only the run's new evaluations (`ncbench.tui.data.fetch_series`)
+and, when its status, attempt or error changed, its stored row; `apply` redraws what changed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from textual.widgets import Footer, Header, Static
 
 from ncbench.lifecycle import RUNNING
 from ncbench.listing import RunRow
+from ncbench.schema import EXTRA_NC_METRICS
 from ncbench.tui.chart import SERIES_COLORS, Chart, Series
 from ncbench.tui.data import RunSeries, fetch_run_detail, fetch_series
 from ncbench.tui.ports import DbScreen
@@ -26,7 +28,7 @@ from ncbench.tui.rows import attempt_elapsed, attempt_eta, format_duration, form
 from ncbench.tui.screens.compare import CompareScreen
 from ncbench.tui.widgets import progress_bar, row_status_text
 
-__all__ = ["RunDetailScreen", "DETAIL_CHARTS"]
+__all__ = ["RunDetailScreen", "DETAIL_CHARTS", "MEASURE_LABELS", "measures_table"]
 
 
 # Charts of the run detail: (id, title, [(metric, legend label)], log by default, bounds of the
@@ -42,6 +44,38 @@ DETAIL_CHARTS: tuple[tuple[str, str, tuple[tuple[str, str], ...], bool, Any], ..
     ("loss", "Loss", (("train_loss", "train"), ("test_loss", "test")), False, (0.0, math.inf)),
     ("lr", "Learning rate", (("lr", ""),), True, None),
 )
+
+
+# Rows of the measures table: metric (train; `test_` + it on test) -> label. The classifier
+# ("W") measures do not depend on the features: their test value equals the train value.
+MEASURE_LABELS: dict[str, str] = {
+    "equinorm_means": "equinorm (means)", "equinorm_classifier": "equinorm (W)",
+    "equiangular_means": "equiangularity (means)", "equiangular_classifier": "equiangularity (W)",
+    "maxangle_means": "max-angle (means)", "maxangle_classifier": "max-angle (W)",
+    "self_duality": "self-duality", "cdnv": "CDNV", "nc1_trace": "NC1 tr(ΣW)/tr(ΣB)",
+}
+
+
+def measures_table(series: RunSeries) -> Text | None:
+    """The latest value of each extra NC measure, train and test, as a small fixed-width table
+    (None when the run stored none of them: older runs, `nc_extra = false`)."""
+    latest: dict[str, float] = {}
+    epoch = None
+    for metric in EXTRA_NC_METRICS:
+        for name in (metric, "test_" + metric):
+            xs, ys = series.get(name)
+            if xs:
+                latest[name] = ys[-1]
+                epoch = xs[-1] if epoch is None else max(epoch, xs[-1])
+    if not latest:
+        return None
+    text = Text()
+    text.append(f"NC measures, epoch {epoch}\n", style="bold")
+    text.append(f"{'':24}{'train':>10}{'test':>10}\n", style="dim")
+    for metric, label in MEASURE_LABELS.items():
+        cells = [format_metric(latest.get(name)) for name in (metric, "test_" + metric)]
+        text.append(f"{label:24}{cells[0]:>10}{cells[1]:>10}\n")
+    return text
 
 
 class RunDetailScreen(DbScreen):
@@ -69,6 +103,9 @@ class RunDetailScreen(DbScreen):
         with VerticalScroll(id="charts", classes="chart-grid"):
             for cid, title, _, log, bounds in DETAIL_CHARTS:
                 yield Chart(title, log=log, bounds=bounds, id=f"chart-{cid}")
+            measures = Static(id="run-measures", classes="panel")
+            measures.display = False  # until a run with extra NC measures is drawn
+            yield measures
             # focusable (Tab) and scrollable: a long config (loss_params …) is never cut off
             with VerticalScroll(id="run-config-box"):
                 yield Static(id="run-config", classes="panel")
@@ -115,6 +152,11 @@ class RunDetailScreen(DbScreen):
                 if xs:
                     series.append(Series(label, list(xs), list(ys), SERIES_COLORS[i]))
             self.query_one(f"#chart-{cid}", Chart).set_series(series)
+        table = measures_table(self.series)
+        measures = self.query_one("#run-measures", Static)
+        measures.display = table is not None
+        if table is not None:
+            measures.update(table)
 
     def runs_changed(self) -> None:
         row = self.row
