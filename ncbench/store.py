@@ -393,12 +393,14 @@ def sandboxed_connection(db_path: str | Path, timeout: float = 10.0) -> Iterator
         yield usersql.sandbox(con)
 
 
-def run_sql(db_path: str | Path, sql: str, timeout: float = 10.0) -> tuple[list[str], list[tuple]]:
+def run_sql(db_path: str | Path, sql: str, timeout: float = 10.0, *, max_rows: int | None = None,
+            query_timeout_s: float | None = None) -> tuple[list[str], list[tuple]]:
     """Run a user's query on a sandboxed read-only connection: (column names, rows); ([], []) for
-    a statement without a result. Failures are QueryError (`ncbench.usersql.run_query`)."""
+    a statement without a result. `timeout`: seconds to wait for the writer's lock; `max_rows`,
+    `query_timeout_s`: see `ncbench.usersql.run_query`. Failures are QueryError."""
     usersql.check_query(sql)
     with sandboxed_connection(db_path, timeout=timeout) as con:
-        return usersql.run_query(con, sql, db_path)
+        return usersql.run_query(con, sql, db_path, max_rows=max_rows, timeout_s=query_timeout_s)
 
 
 def to_jsonable(value: Any) -> Any:

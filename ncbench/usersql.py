@@ -15,6 +15,8 @@ and a fresh open after all are closed is not.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,18 +102,66 @@ def check_query(sql: str) -> None:
         raise QueryError(f"refused: {why}")
 
 
-def run_query(con: duckdb.DuckDBPyConnection, sql: str,
-              db_path: str | Path = "") -> tuple[list[str], list[tuple[Any, ...]]]:
+def _execute(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int | None,
+             timeout_s: float | None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """`sql`'s columns and (at most `max_rows`) rows, run in a thread so that this one stays
+    responsive: past `timeout_s` seconds, or on Ctrl-C, the query is interrupted
+    (`con.interrupt()`) instead of running on (a cross join of `metrics` with itself would run
+    for hours). The thread is waited for through an Event (a `Thread.join` interrupted by
+    Ctrl-C may return early on Python 3.11, before the query has let go of the connection)."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            cur = con.execute(sql)
+            if cur.description is None:
+                box["out"] = ([], [])
+            else:
+                rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows)
+                box["out"] = ([d[0] for d in cur.description], rows)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["exc"] = exc
+        finally:
+            done.set()
+
+    def stop() -> None:
+        con.interrupt()
+        deadline = time.monotonic() + 30  # DuckDB stops at once; never wait forever
+        while not done.is_set() and time.monotonic() < deadline:
+            try:
+                done.wait(0.1)
+            except KeyboardInterrupt:  # a second Ctrl-C: still let the query unwind first
+                con.interrupt()
+
+    threading.Thread(target=work, name="ncbench-sql", daemon=True).start()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        while not done.wait(0.05):
+            if deadline is not None and time.monotonic() > deadline:
+                stop()
+                raise QueryError(f"the query ran for more than {timeout_s:g} s and was stopped "
+                                 "(a longer limit: --timeout SECONDS; 0 for none)")
+    except KeyboardInterrupt:
+        stop()
+        raise
+    if "exc" in box:
+        raise box["exc"]
+    return box["out"]
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, db_path: str | Path = "", *,
+              max_rows: int | None = None,
+              timeout_s: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run the user's `sql` on `con` (sandboxed first): (column names, rows), ([], []) for a
-    statement without a result. Failures are QueryError: a write is refused by the read-only
-    connection, a file or extension by the sandbox, each explained; else DuckDB's message."""
+    statement without a result; at most `max_rows` rows (None: all); stopped with a QueryError
+    after `timeout_s` seconds (None: no limit) or by Ctrl-C. Failures are QueryError: a write is
+    refused by the read-only connection, a file or extension by the sandbox, each explained;
+    else DuckDB's message."""
     check_query(sql)
     sandbox(con)
     try:
-        cur = con.execute(sql)
-        if cur.description is None:
-            return [], []
-        return [d[0] for d in cur.description], cur.fetchall()
+        return _execute(con, sql, max_rows, timeout_s)
     except duckdb.Error as exc:
         msg = str(exc).strip()
         first = msg.splitlines()[0] if msg else type(exc).__name__

@@ -128,3 +128,59 @@ def test_cli_sql_and_where_exit_2(db, tmp_path):
     assert not out.exists()
     r = cli("report", "--db", str(db), "--format", "csv", "--where", "loss <> 'fl'", cwd=tmp_path)
     assert r.returncode == 0 and "ce" in r.stdout, r.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# a query that would run for hours, and one with a million rows
+# ------------------------------------------------------------------------------------------
+
+ENDLESS = "SELECT sum(a.value * b.value * c.value) FROM metrics a, metrics b, metrics c"
+
+
+def test_timeout_stops_an_endless_query(db):
+    import time
+
+    t0 = time.monotonic()
+    out = cli("sql", ENDLESS, "--db", str(db), "--timeout", "1", cwd=db.parent)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "ran for more than 1 s and was stopped" in out.stderr and "--timeout" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert time.monotonic() - t0 < 60
+    with pytest.raises(QueryError, match="more than 0.5 s"):  # the API, and the file is free after
+        run_sql(db, ENDLESS, query_timeout_s=0.5)
+    assert run_sql(db, "SELECT count(*) FROM runs")[1][0][0] > 0
+
+
+def test_ctrl_c_interrupts_a_running_query_without_a_traceback(db):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "ncbench", "sql", ENDLESS, "--db", str(db),
+                             "--timeout", "0"], cwd=db.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)  # started (python + duckdb) and inside the query
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+
+
+def test_table_rows_are_limited_machine_formats_are_not(db):
+    table = cli("sql", "SELECT * FROM range(2500)", "--db", str(db), cwd=db.parent)
+    assert table.returncode == 0, table.stderr
+    assert "1000 rows (more not shown)" in table.stdout and "only the first 1000 rows" in table.stderr
+    shown = [line.strip() for line in table.stdout.splitlines() if line.strip().isdigit()]
+    assert shown == [str(i) for i in range(1000)]  # 0..999, in order
+    full = cli("sql", "SELECT * FROM range(2500)", "--db", str(db), "-f", "csv", cwd=db.parent)
+    assert full.stdout.count("\n") == 2501 and full.stderr == ""
+    few = cli("sql", "SELECT * FROM range(2500)", "--db", str(db), "-f", "json", "--limit", "3",
+              cwd=db.parent)
+    import json
+
+    assert [r["range"] for r in json.loads(few.stdout)] == [0, 1, 2] and "--limit" in few.stderr
+    every = cli("sql", "SELECT * FROM range(2500)", "--db", str(db), "--limit", "0", cwd=db.parent)
+    assert "2500 rows" in every.stdout and every.stderr == ""

@@ -13,6 +13,8 @@ from ncbench.cli.app import app
 from ncbench.errors import plural
 
 FORMATS = ("table", "csv", "json")
+#: Rows a table shows unless --limit says otherwise (a terminal is no place for a million).
+TABLE_ROWS = 1000
 
 
 @app.command()
@@ -23,6 +25,10 @@ def sql(
     config: Path = typer.Option(None, "--config", "-c",
                                 help="Experiments file; only locates the default database."),
     fmt: str = typer.Option("table", "--format", "-f", help="Output: table, csv or json."),
+    limit: int = typer.Option(None, "--limit", min=0, help="Show at most N rows \\[default: "
+                              f"{TABLE_ROWS} for a table, all for csv/json; 0: all]."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0,
+                                  help="Stop the query after SECONDS (0: no limit)."),
 ) -> None:
     """Query the results database (read-only): tables runs, metrics; views epochs, results.
 
@@ -35,9 +41,16 @@ def sql(
     if fmt not in FORMATS:
         raise UsageError("--format", f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
     db_path = resolve(config, db).db
-    cols, rows = run_sql(db_path, query)
+    shown = limit if limit is not None else (TABLE_ROWS if fmt == "table" else 0)
+    cols, rows = run_sql(db_path, query, max_rows=shown + 1 if shown else None,
+                         query_timeout_s=timeout or None)
+    more = bool(shown) and len(rows) > shown
+    rows = rows[:shown] if more else rows
     if not cols:
         return
+    if more:  # on stderr: csv/json on stdout stay clean
+        typer.echo(f"only the first {plural(shown, 'row')} shown; more match (--limit N, or "
+                   "--limit 0 for all)", err=True)
     if fmt == "json":
         from ncbench.store import to_jsonable
 
@@ -61,7 +74,7 @@ def sql(
         if not console.is_terminal:  # piped: never fold or truncate
             console = Console(width=max(1000, 40 * len(cols)))
         console.print(table)
-        console.print(f"[dim]{plural(len(rows), 'row')}[/]")
+        console.print(f"[dim]{plural(len(rows), 'row')}{' (more not shown)' if more else ''}[/]")
 
 
 def _escape(text: str) -> str:
