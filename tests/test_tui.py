@@ -1270,3 +1270,21 @@ async def test_only_filters_the_shown_runs_as_status_does(tmp_path):
     async with everything.run_test(size=(120, 30)) as pilot:
         await fresh_poll(pilot)
         assert len(everything.runs) == 6
+
+
+@async_test
+async def test_detail_header_labels_the_test_accuracy(tmp_path):
+    """The run detail's header says which test accuracy it shows: the latest evaluation's for a
+    running run, the final one for a finished run (not a bare "test")."""
+    from ncbench.tui.screens.detail import RunDetailScreen
+
+    db = tmp_path / "t.duckdb"
+    make_tui_db(db)
+    for run_id, word in (("demo-fl-s0", "latest test"), ("demo-ce-s0", "final test")):
+        app = make_app(db)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await fresh_poll(pilot)
+            app.push_screen(RunDetailScreen(run_id))
+            await pilot.pause(0.5)
+            header = str(app.screen.query_one("#run-title").render())
+            assert f"{word} " in header and "%" in header.split(word)[1], header

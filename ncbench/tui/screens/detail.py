@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
-from ncbench.lifecycle import RUNNING
+from ncbench.lifecycle import END_STATUSES, RUNNING
 from ncbench.listing import RunRow
 from ncbench.schema import EXTRA_NC_METRICS
 from ncbench.tui.chart import SERIES_COLORS, Chart, Series
@@ -172,7 +172,10 @@ class RunDetailScreen(DbScreen):
             title.append(f"elapsed {format_duration(attempt_elapsed(row, now))}")
             if row.status == RUNNING:
                 title.append(f"  ETA {format_duration(attempt_eta(row, now))}")
-            title.append(f"  NC1 {format_metric(row.nc1)}  test {format_metric(row.test_acc, '%')}")
+            # the latest evaluation's: the final one once the run has ended
+            which = "final" if row.status in END_STATUSES else "latest"
+            title.append(f"  NC1 {format_metric(row.nc1)}  {which} test "
+                         f"{format_metric(row.test_acc, '%')}")
             if row.error:
                 title.append("\n")
                 title.append(f"error: {row.error.strip().splitlines()[-1]}", style="bold red")
