@@ -79,11 +79,7 @@ def report(
         stats = dict(reference=reference or rep.DEFAULT_REFERENCE,
                      margin=None if margin is None else margin / 100 if percent else margin)
         result = rep.build_report(con, experiments or None, rows, cols, where,
-                                  include_unfinished=include_unfinished, **stats)
-        if metric != rep.ACCURACY_METRIC:
-            result.accuracy = rep.accuracy_table(con, experiments or None, rows, cols, where,
-                                                 include_unfinished=include_unfinished, metric=metric,
-                                                 **stats)
+                                  include_unfinished=include_unfinished, metric=metric, **stats)
         if reference is not None:
             _check_reference(reference, result)
         figs = {}

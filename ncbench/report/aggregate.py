@@ -276,16 +276,17 @@ def build_report(
     where: str | None = None,
     *,
     include_unfinished: bool = False,
+    metric: str = ACCURACY_METRIC,
     reference: str = DEFAULT_REFERENCE,
     margin: float | None = DEFAULT_MARGIN_PP / 100,
 ) -> Report:
-    """Both tables of `ncbench report` (`accuracy_table` and `nc_table` with their default
-    metrics, the accuracy statistics against `reference` with `margin`), from one selection of
-    the runs."""
-    check_result_columns(con, [ACCURACY_METRIC, *NC_METRICS])
+    """Both tables of `ncbench report` (`accuracy_table` of `metric` with its statistics
+    against `reference` with `margin`, and `nc_table` with its default metrics), from one
+    selection of the runs."""
+    check_result_columns(con, [metric, *NC_METRICS])
     runs = select_runs(con, experiments, where)
     return Report(
-        accuracy=_accuracy_blocks(runs, rows, cols, include_unfinished, ACCURACY_METRIC,
+        accuracy=_accuracy_blocks(runs, rows, cols, include_unfinished, metric,
                                   reference, margin),
         nc=_nc_blocks(runs, rows, cols, include_unfinished, tuple(NC_METRICS)),
         include_unfinished=include_unfinished,
