@@ -376,8 +376,9 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
         })
         last_ckpt_time = time.perf_counter()
 
-    def measure(epoch: int, epoch_seconds: float | None) -> dict[str, float]:
-        """Every metric of one evaluation (train + test NC metrics, accuracies, timings)."""
+    def measure(lr: float, epoch_seconds: float | None) -> dict[str, float]:
+        """Every metric of one evaluation (train + test NC metrics, accuracies, timings); `lr`:
+        the rate the epoch trained with (at epoch 0 the initial one)."""
         t1 = time.perf_counter()
         metrics: dict[str, float] = {}
         for split, prefix in (("train", ""), ("test", "test_")):
@@ -391,7 +392,7 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
             metrics.update({prefix + k: v for k, v in r.items()})
         if "val" in eval_sets:
             metrics["val_acc"] = evaluate(model, loss_fn, eval_sets["val"], K, collapse=False)["acc"]
-        metrics["lr"] = optimizer.param_groups[0]["lr"] if epoch == 0 else lr
+        metrics["lr"] = lr
         if epoch_seconds is not None:  # no training epoch before the epoch-0 evaluation
             metrics["epoch_seconds"] = epoch_seconds
         metrics["eval_seconds"] = time.perf_counter() - t1
@@ -402,7 +403,7 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
     if first_epoch == 1:
         if stop():
             return INTERRUPTED
-        metrics = measure(0, None)
+        metrics = measure(optimizer.param_groups[0]["lr"], None)
         sink.eval(0, metrics)
         if not math.isfinite(metrics.get("train_loss", 0.0)):
             return DIVERGED
@@ -423,7 +424,7 @@ def train_run(spec: RunSpec, sink: Sink, run_dir: str | os.PathLike | None = Non
         sink.progress(epoch, 0, len(train_batches))
 
         if diverged or epoch % spec.eval_every == 0 or epoch == spec.epochs:
-            metrics = measure(epoch, epoch_seconds)
+            metrics = measure(lr, epoch_seconds)
             if not diverged and not math.isfinite(metrics.get("train_loss", 0.0)):
                 diverged = True
             sink.eval(epoch, metrics)
